@@ -1,0 +1,118 @@
+// Package handlers owns wabridge's HTTP surface: every route (declared in
+// routes.go), the middleware every request passes through (request id and
+// log, panic recovery, security headers, body limits), and the small
+// handlers that parse a request, call the part that does the work and
+// render the answer.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+
+	"github.com/a-h/templ"
+
+	"wabridge/assets"
+	"wabridge/db"
+	"wabridge/manual"
+	"wabridge/queue"
+	"wabridge/settings"
+	"wabridge/views"
+)
+
+// Deps are what the handlers need. DB, Queue, Settings and Files are
+// required.
+type Deps struct {
+	DB       *db.DB
+	Writer   *db.Writer
+	Queue    *queue.Queue
+	Settings *settings.Store
+	// Files holds assets/static and docs/*.md (the binary's embedded
+	// files).
+	Files   fs.FS
+	Probes  Probes
+	Version string
+	Log     *slog.Logger
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	db       *db.DB
+	writer   *db.Writer
+	queue    *queue.Queue
+	settings *settings.Store
+	assets   *assets.Set
+	manual   *manual.Manual
+	probes   Probes
+	version  string
+	log      *slog.Logger
+}
+
+// New builds the HTTP handler with every route and middleware. It fails if
+// the embedded files are unusable.
+func New(d Deps) (http.Handler, error) {
+	if d.DB == nil || d.Queue == nil || d.Settings == nil || d.Files == nil {
+		panic("handlers: New: DB, Queue, Settings and Files are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	static, err := fs.Sub(d.Files, "assets/static")
+	if err != nil {
+		return nil, fmt.Errorf("handlers: static files: %w", err)
+	}
+	set, err := assets.New(static)
+	if err != nil {
+		return nil, fmt.Errorf("handlers: static files: %w", err)
+	}
+	docs, err := fs.Sub(d.Files, "docs")
+	if err != nil {
+		return nil, fmt.Errorf("handlers: manual: %w", err)
+	}
+	man, err := manual.New(docs)
+	if err != nil {
+		return nil, fmt.Errorf("handlers: manual: %w", err)
+	}
+	s := &Server{
+		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings,
+		assets: set, manual: man, probes: d.Probes, version: d.Version,
+		log: d.Log.With("component", "http"),
+	}
+	return s.routes(), nil
+}
+
+// page returns the layout props every page starts from.
+func (s *Server) page(title string, active views.Nav) views.Page {
+	return views.Page{
+		Title:  title,
+		Active: active,
+		Assets: views.Assets{
+			CSS:  s.assets.Path("app.css"),
+			HTMX: s.assets.Path("vendor/htmx.min.js"),
+			SSE:  s.assets.Path("vendor/htmx-ext-sse.min.js"),
+		},
+	}
+}
+
+// render writes a component as an HTML response with the given status.
+func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := c.Render(r.Context(), w); err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Error("render failed", "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
+	}
+}
+
+// errorPage answers with a plain-words error page carrying the request id.
+// message must never hold a secret or an internal error text.
+func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, message string) {
+	s.render(w, r, status, views.ErrorPage(views.ErrorProps{
+		Page:      s.page("", views.NavNone),
+		Status:    status,
+		Message:   message,
+		RequestID: RequestID(r.Context()),
+	}))
+}

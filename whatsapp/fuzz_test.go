@@ -1,0 +1,79 @@
+package whatsapp_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"wabridge/whatsapp"
+)
+
+func FuzzParseWebhook(f *testing.F) {
+	for _, name := range webhookFixtures(f) {
+		f.Add(readFixture(f, name))
+	}
+	f.Add([]byte(`{"object":"whatsapp_business_account","entry":[{"changes":[{"field":"messages","value":{"messages":[{"type":"text","text":"x","timestamp":1}]}}]}]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w, err := whatsapp.ParseWebhook(body)
+		if err != nil {
+			if w != nil {
+				t.Fatal("error with a non-nil webhook")
+			}
+			return
+		}
+		// Walking everything a caller would touch must not panic either.
+		for in := range w.Messages() {
+			m := in.Message
+			_ = m.Time()
+			_ = m.Media()
+			_ = m.UnsupportedKind()
+			if m.System != nil {
+				_ = m.System.NewNumber()
+			}
+			if m.Reaction != nil {
+				_ = m.Reaction.Removed()
+			}
+			for _, e := range m.Errors {
+				_ = e.Reason()
+			}
+			if len(m.Raw) == 0 {
+				t.Fatal("message without Raw")
+			}
+		}
+		for su := range w.Statuses() {
+			_ = su.Status.Time()
+			for _, e := range su.Status.Errors {
+				_, _ = e.Reason(), e.Retryable()
+			}
+		}
+		_ = slices.Collect(w.Errors())
+	})
+}
+
+func FuzzVerifySignature(f *testing.F) {
+	for _, name := range webhookFixtures(f) {
+		body := readFixture(f, name)
+		f.Add(appSecret, body, whatsapp.Sign(appSecret, body))
+		f.Add(appSecret, body, "sha256=00")
+	}
+	f.Add("", []byte{}, "")
+	f.Fuzz(func(t *testing.T, secret string, body []byte, header string) {
+		err := whatsapp.VerifySignature(secret, body, header)
+		if err == nil {
+			if secret == "" {
+				t.Fatal("accepted a body without an app secret")
+			}
+			// Only the body's own signature passes, up to letter case and
+			// surrounding space.
+			if !strings.EqualFold(strings.TrimSpace(header), whatsapp.Sign(secret, body)) {
+				t.Fatalf("accepted %q", header)
+			}
+		}
+		if secret != "" {
+			if err := whatsapp.VerifySignature(secret, body, whatsapp.Sign(secret, body)); err != nil {
+				t.Fatalf("own signature rejected: %v", err)
+			}
+		}
+	})
+}
