@@ -24,8 +24,8 @@ func twoProcesses(t *testing.T, ttl time.Duration) (a, b *certs.Storage, d *db.D
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d2.Close() })
-	a = certs.NewStorage(certs.StorageOptions{DB: d, LockTTL: ttl})
-	b = certs.NewStorage(certs.StorageOptions{DB: d2, LockTTL: ttl})
+	a = certs.NewStorage(certs.StorageOptions{Key: testKey, DB: d, LockTTL: ttl})
+	b = certs.NewStorage(certs.StorageOptions{Key: testKey, DB: d2, LockTTL: ttl})
 	return a, b, d
 }
 

@@ -15,12 +15,15 @@ import (
 	"github.com/mholt/acmez/v3"
 
 	"wabridge/db"
+	"wabridge/secret"
 )
 
 // Options configure New.
 type Options struct {
 	// DB holds the certificates, keys and ACME account. Required.
 	DB *db.DB
+	// Key is the master key that seals the private keys. Required.
+	Key secret.Key
 	// Domain is the one name the certificate is for, e.g.
 	// "bridge.example.com". Required.
 	Domain string
@@ -69,6 +72,9 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if domain == "" || strings.ContainsAny(domain, "/: ") {
 		return nil, fmt.Errorf("certs: new: domain %q: want a bare host name such as bridge.example.com", opts.Domain)
 	}
+	if opts.Key.IsZero() {
+		return nil, fmt.Errorf("certs: new: no master key to seal the certificate's private key with")
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
@@ -88,7 +94,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 
 	log := opts.Log.With("component", "certs")
 	zl := newZapLogger(log.Handler())
-	storage := NewStorage(StorageOptions{DB: opts.DB, Log: log})
+	storage := NewStorage(StorageOptions{DB: opts.DB, Log: log, Key: opts.Key})
 
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{

@@ -159,7 +159,7 @@ func TestManagerObtainsServesAndReusesAfterRestart(t *testing.T) {
 
 	front := newFrontEnd(t, "127.0.0.1")
 	m, err := certs.New(ctx, certs.Options{
-		DB: d, Domain: domain, Email: "ops@wabridge.test", CA: ca.DirURL, TrustedRoots: ca.TLSRoots, Log: log,
+		DB: d, Key: testKey, Domain: domain, Email: "ops@wabridge.test", CA: ca.DirURL, TrustedRoots: ca.TLSRoots, Log: log,
 		// The CA accepts without validating, but certmagic still sets up
 		// its challenge answers; this keeps it off the real :80 and :443.
 		HTTPPort: port(front.httpLn), TLSALPNPort: port(front.httpsLn),
@@ -208,7 +208,7 @@ func TestManagerObtainsServesAndReusesAfterRestart(t *testing.T) {
 	t.Cleanup(func() { d2.Close() })
 	front2 := newFrontEnd(t, "127.0.0.1")
 	m2, err := certs.New(ctx, certs.Options{
-		DB: d2, Domain: domain, Email: "ops@wabridge.test", CA: ca.DirURL, TrustedRoots: ca.TLSRoots, Log: log,
+		DB: d2, Key: testKey, Domain: domain, Email: "ops@wabridge.test", CA: ca.DirURL, TrustedRoots: ca.TLSRoots, Log: log,
 		HTTPPort: port(front2.httpLn), TLSALPNPort: port(front2.httpsLn),
 	})
 	if err != nil {
@@ -256,7 +256,7 @@ func TestManagerRealChallenge(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			m, err := certs.New(ctx, certs.Options{
-				DB: d, Domain: domain, CA: ca.DirURL, Log: log,
+				DB: d, Key: testKey, Domain: domain, CA: ca.DirURL, Log: log,
 				// Trust the CA through the file, as the binary's
 				// --acme-ca-roots does.
 				CARootsPEMFile: ca.TLSRootsPEMFile,
@@ -280,7 +280,7 @@ func TestManagerRealChallenge(t *testing.T) {
 }
 
 func TestHTTPHandler(t *testing.T) {
-	m, err := certs.New(context.Background(), certs.Options{DB: dbtest.New(t), Domain: "Bridge.Example.com"})
+	m, err := certs.New(context.Background(), certs.Options{DB: dbtest.New(t), Key: testKey, Domain: "Bridge.Example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,11 +349,12 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "empty.pem")
 	os.WriteFile(empty, []byte("not a certificate"), 0o600)
 	for name, opts := range map[string]certs.Options{
-		"no domain":         {DB: d},
-		"URL as domain":     {DB: d, Domain: "https://bridge.example.com"},
-		"port in domain":    {DB: d, Domain: "bridge.example.com:443"},
-		"missing roots":     {DB: d, Domain: "a.example", CARootsPEMFile: filepath.Join(t.TempDir(), "missing.pem")},
-		"roots without PEM": {DB: d, Domain: "a.example", CARootsPEMFile: empty},
+		"no domain":         {DB: d, Key: testKey},
+		"no master key":     {DB: d, Domain: "a.example"},
+		"URL as domain":     {DB: d, Key: testKey, Domain: "https://bridge.example.com"},
+		"port in domain":    {DB: d, Key: testKey, Domain: "bridge.example.com:443"},
+		"missing roots":     {DB: d, Key: testKey, Domain: "a.example", CARootsPEMFile: filepath.Join(t.TempDir(), "missing.pem")},
+		"roots without PEM": {DB: d, Key: testKey, Domain: "a.example", CARootsPEMFile: empty},
 	} {
 		if m, err := certs.New(context.Background(), opts); err == nil {
 			m.Stop()

@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"wabridge/db"
+	"wabridge/secret"
 )
 
 // stampLayout is how times are written to cert_files.modified and
@@ -45,6 +46,9 @@ type StorageOptions struct {
 	// LockTTL is how long a lock lives without a refresh. Default
 	// DefaultLockTTL.
 	LockTTL time.Duration
+	// Key is the master key that seals private keys (certificate keys and
+	// the ACME account key) before they are stored. Required.
+	Key secret.Key
 }
 
 // Storage is a certmagic.Storage (and certmagic.TryLocker) over the
@@ -59,6 +63,7 @@ type Storage struct {
 	db  *db.DB
 	log *slog.Logger
 	ttl time.Duration
+	key secret.Key
 
 	mu   sync.Mutex
 	held map[string]*heldLock // locks this Storage holds, by name
@@ -74,13 +79,16 @@ func NewStorage(opts StorageOptions) *Storage {
 	if opts.DB == nil {
 		panic("certs: NewStorage: nil DB")
 	}
+	if opts.Key.IsZero() {
+		panic("certs: NewStorage: no master key to seal private keys with")
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.LockTTL <= 0 {
 		opts.LockTTL = DefaultLockTTL
 	}
-	return &Storage{db: opts.DB, log: opts.Log, ttl: opts.LockTTL, held: make(map[string]*heldLock)}
+	return &Storage{key: opts.Key, db: opts.DB, log: opts.Log, ttl: opts.LockTTL, held: make(map[string]*heldLock)}
 }
 
 // String names the storage in certmagic's log lines.
@@ -137,9 +145,13 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 		if isDir {
 			return fmt.Errorf("%s is a directory", k)
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO cert_files (key, value, modified) VALUES (?, ?, ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modified`,
-			k, value, stamp(time.Now()))
+		stored, sealed, err := s.seal(k, value)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO cert_files (key, value, modified, sealed) VALUES (?, ?, ?, ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, modified = excluded.modified, sealed = excluded.sealed`,
+			k, stored, stamp(time.Now()), sealed)
 		return err
 	})
 	if err != nil {
@@ -154,12 +166,18 @@ func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
 func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	k := cleanKey(key)
 	var value []byte
-	err := s.db.R.QueryRowContext(ctx, "SELECT value FROM cert_files WHERE key = ?", k).Scan(&value)
+	var sealed bool
+	err := s.db.R.QueryRowContext(ctx, "SELECT value, sealed FROM cert_files WHERE key = ?", k).Scan(&value, &sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("certs: load %s: %w", k, fs.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("certs: load %s: %w", k, err)
+	}
+	if sealed {
+		if value, err = secret.Open(s.key, sealName(k), value); err != nil {
+			return nil, fmt.Errorf("certs: load %s: %w", k, err)
+		}
 	}
 	if value == nil {
 		value = []byte{}
@@ -260,7 +278,7 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 	k := cleanKey(key)
 	var size int64
 	var modified string
-	err := s.db.R.QueryRowContext(ctx, "SELECT length(value), modified FROM cert_files WHERE key = ?", k).Scan(&size, &modified)
+	err := s.db.R.QueryRowContext(ctx, "SELECT length(value) - sealed * ?, modified FROM cert_files WHERE key = ?", secret.Overhead, k).Scan(&size, &modified)
 	switch {
 	case err == nil:
 		t, err := time.Parse(time.RFC3339Nano, modified)
@@ -287,4 +305,65 @@ func (s *Storage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, erro
 		return certmagic.KeyInfo{}, fmt.Errorf("certs: stat %s: modified: %w", k, err)
 	}
 	return certmagic.KeyInfo{Key: k, Modified: t}, nil
+}
+
+// isPrivate reports whether a certmagic key names private key material:
+// certificate keys (…/domain.key) and ACME account keys (…/name.key).
+func isPrivate(key string) bool { return strings.HasSuffix(key, ".key") }
+
+// sealName is the associated data a private key is sealed under, so that a
+// sealed value moved to another row does not open.
+func sealName(key string) string { return "cert_files/" + key }
+
+func (s *Storage) seal(key string, value []byte) ([]byte, bool, error) {
+	if !isPrivate(key) {
+		return value, false, nil
+	}
+	b, err := secret.Seal(s.key, sealName(key), value)
+	if err != nil {
+		return nil, false, err
+	}
+	return b, true, nil
+}
+
+// Reseal re-seals every sealed private key under newKey inside tx, for a
+// master key rotation that must change everything or nothing. It returns
+// how many values it re-sealed.
+func Reseal(ctx context.Context, tx *sql.Tx, oldKey, newKey secret.Key) (int, error) {
+	type row struct {
+		key   string
+		value []byte
+	}
+	var all []row
+	rows, err := tx.QueryContext(ctx, `SELECT key, value FROM cert_files WHERE sealed = 1 ORDER BY key`)
+	if err != nil {
+		return 0, fmt.Errorf("certs: reseal: %w", err)
+	}
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.key, &r.value); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("certs: reseal: %w", err)
+		}
+		all = append(all, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("certs: reseal: %w", err)
+	}
+	for _, r := range all {
+		plain, err := secret.Open(oldKey, sealName(r.key), r.value)
+		if err != nil {
+			return 0, fmt.Errorf("certs: reseal %s: %w", r.key, err)
+		}
+		b, err := secret.Seal(newKey, sealName(r.key), plain)
+		clear(plain)
+		if err != nil {
+			return 0, fmt.Errorf("certs: reseal %s: %w", r.key, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE cert_files SET value = ? WHERE key = ?`, b, r.key); err != nil {
+			return 0, fmt.Errorf("certs: reseal %s: %w", r.key, err)
+		}
+	}
+	return len(all), nil
 }

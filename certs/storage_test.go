@@ -3,19 +3,22 @@ package certs_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"io/fs"
+	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"wabridge/certs"
 	"wabridge/db/dbtest"
+	"wabridge/secret"
 )
 
 func newStorage(t *testing.T) *certs.Storage {
 	t.Helper()
-	return certs.NewStorage(certs.StorageOptions{DB: dbtest.New(t)})
+	return certs.NewStorage(certs.StorageOptions{Key: testKey, DB: dbtest.New(t)})
 }
 
 // seed stores files laid out like certmagic's, plus names that would trip
@@ -201,5 +204,61 @@ func TestStorageDelete(t *testing.T) {
 	}
 	if err := s.Delete(ctx, ""); err == nil {
 		t.Error("Delete(root) succeeded; want an error")
+	}
+}
+
+var testKey = secret.GenerateKey()
+
+// TestPrivateKeysSealed: a private key is stored sealed (its plaintext is
+// nowhere in the database files), loads back intact, and Reseal moves it
+// to a new master key inside a transaction.
+func TestPrivateKeysSealed(t *testing.T) {
+	ctx := context.Background()
+	d := dbtest.New(t)
+	s := certs.NewStorage(certs.StorageOptions{Key: testKey, DB: d})
+	const keyPEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIPrivateKeyMaterial0123456789\n-----END EC PRIVATE KEY-----\n"
+	const certPEM = "-----BEGIN CERTIFICATE-----\nPublicCertificate\n-----END CERTIFICATE-----\n"
+	path := "certificates/acme/bridge.example.com/bridge.example.com"
+	if err := s.Store(ctx, path+".key", []byte(keyPEM)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Store(ctx, path+".crt", []byte(certPEM)); err != nil {
+		t.Fatal(err)
+	}
+	var raw []byte
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		b, _ := os.ReadFile(d.Path + suffix)
+		raw = append(raw, b...)
+	}
+	if bytes.Contains(raw, []byte("PrivateKeyMaterial")) {
+		t.Fatal("private key plaintext found in the database files")
+	}
+	if !bytes.Contains(raw, []byte("PublicCertificate")) {
+		t.Fatal("the scan would not have found the plaintext: certificate missing")
+	}
+	got, err := s.Load(ctx, path+".key")
+	if err != nil || string(got) != keyPEM {
+		t.Fatalf("load = %q, %v", got, err)
+	}
+	if info, err := s.Stat(ctx, path+".key"); err != nil || info.Size != int64(len(keyPEM)) {
+		t.Fatalf("stat size = %d (%v), want %d", info.Size, err, len(keyPEM))
+	}
+
+	newKey := secret.GenerateKey()
+	if err := d.InTx(ctx, func(tx *sql.Tx) error {
+		n, err := certs.Reseal(ctx, tx, testKey, newKey)
+		if err == nil && n != 1 {
+			t.Errorf("resealed %d values, want 1", n)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(ctx, path+".key"); err == nil {
+		t.Fatal("the old key still opens the private key after Reseal")
+	}
+	s2 := certs.NewStorage(certs.StorageOptions{Key: newKey, DB: d})
+	if got, err := s2.Load(ctx, path+".key"); err != nil || string(got) != keyPEM {
+		t.Fatalf("load with the new key = %q, %v", got, err)
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 
+	"wabridge/certs"
 	"wabridge/secret"
 	"wabridge/settings"
 )
@@ -29,7 +30,7 @@ func runKeysRotate(e *env, args []string) error {
 	if st.key.Fingerprint() == newKey.Fingerprint() {
 		return usagef("keys rotate: the new key is the key already in use (%s)", newKey.Fingerprint())
 	}
-	n, err := settings.Rotate(e.ctx, st.db, st.key, newKey)
+	n, err := settings.Rotate(e.ctx, st.db, st.key, newKey, certs.Reseal)
 	if err != nil {
 		return fmt.Errorf("keys rotate: %w; nothing was changed", err)
 	}

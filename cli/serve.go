@@ -242,6 +242,7 @@ func (f *serveFlags) start(ctx context.Context, st *store, h http.Handler, log *
 
 	m, err := certs.New(ctx, certs.Options{
 		DB:             st.db,
+		Key:            st.key,
 		Domain:         f.domain,
 		Email:          f.email,
 		CA:             f.acmeCA,

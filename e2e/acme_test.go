@@ -1,11 +1,13 @@
 package e2e_test
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,14 +88,26 @@ func TestServeDomainObtainsCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var certs, keys, accounts int
+	var certs, keys, accounts, unsealed int
 	d.QueryRow(`SELECT count(*) FROM cert_files WHERE key LIKE '%/` + domain + `/` + domain + `.crt'`).Scan(&certs)
 	d.QueryRow(`SELECT count(*) FROM cert_files WHERE key LIKE '%/` + domain + `/` + domain + `.key'`).Scan(&keys)
 	d.QueryRow(`SELECT count(*) FROM cert_files WHERE key LIKE 'acme/%/users/%'`).Scan(&accounts)
+	d.QueryRow(`SELECT count(*) FROM cert_files WHERE key LIKE '%.key' AND sealed = 0`).Scan(&unsealed)
 	d.Close()
 	if certs != 1 || keys != 1 || accounts == 0 {
 		t.Fatalf("in cert_files: %d certificates, %d keys, %d account files", certs, keys, accounts)
 	}
+	// Private keys are secrets: sealed like the others.
+	if unsealed != 0 || bytes.Contains(in.dbBytes(), []byte("PRIVATE KEY")) {
+		t.Fatalf("%d private keys stored unsealed", unsealed)
+	}
+	// A rotated master key carries the certificate along.
+	keyFile := filepath.Join(t.TempDir(), "rotated.key")
+	os.WriteFile(keyFile, []byte(newKey(t)), 0o600)
+	if r := in.run("keys", "rotate", "--new-key-file", keyFile); r.code != 0 || !strings.Contains(r.stdout, "re-sealed") {
+		t.Fatalf("keys rotate: %+v", r)
+	}
+	in.env = []string{"WABRIDGE_MASTER_KEY=" + strings.TrimSpace(string(mustRead(t, keyFile)))}
 
 	orders := p.Orders()
 	s, httpsAddr, _ = start()
@@ -105,4 +119,13 @@ func TestServeDomainObtainsCertificate(t *testing.T) {
 	if code := s.stop(); code != 0 {
 		t.Fatalf("serve exit %d", code)
 	}
+}
+
+func mustRead(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

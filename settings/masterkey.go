@@ -127,6 +127,10 @@ func RecordKey(ctx context.Context, d *db.DB, k secret.Key) error {
 	return nil
 }
 
+// Resealer re-seals values that another package keeps sealed in its own
+// table, inside the rotation's transaction, and returns how many.
+type Resealer func(ctx context.Context, tx *sql.Tx, oldKey, newKey secret.Key) (int, error)
+
 // Rotate re-seals every sealed row (user secrets and internal values)
 // from oldKey to newKey and records newKey's fingerprint, all in one
 // transaction: if any value fails to open or anything else fails, nothing
@@ -134,8 +138,9 @@ func RecordKey(ctx context.Context, d *db.DB, k secret.Key) error {
 // recorded key (else a *WrongKeyError) and newKey must differ from it.
 //
 // A running server keeps using the key it started with, so rotate while it
-// is stopped and restart it with the new key.
-func Rotate(ctx context.Context, d *db.DB, oldKey, newKey secret.Key) (int, error) {
+// is stopped and restart it with the new key. Each Resealer in also runs
+// in the same transaction, for sealed values kept in other tables.
+func Rotate(ctx context.Context, d *db.DB, oldKey, newKey secret.Key, also ...Resealer) (int, error) {
 	if oldKey.IsZero() || newKey.IsZero() {
 		return 0, fmt.Errorf("settings: rotate: %w", ErrNoMasterKey)
 	}
@@ -189,6 +194,13 @@ func Rotate(ctx context.Context, d *db.DB, oldKey, newKey secret.Key) (int, erro
 				return fmt.Errorf("%s: %w", r.key, err)
 			}
 			n++
+		}
+		for _, r := range also {
+			m, err := r(ctx, tx, oldKey, newKey)
+			if err != nil {
+				return err
+			}
+			n += m
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO instance (key, value) VALUES (?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, FingerprintKey, newKey.Fingerprint())
