@@ -90,8 +90,12 @@ func runServe(e *env, args []string) error {
 		Queue:    q,
 		Settings: st.settings,
 		Files:    e.build.Files,
-		Version:  e.build.Version,
-		Log:      log,
+		Probes: handlers.Probes{
+			LastInbound:  lastWebhook(st.db, "whatsapp"),
+			LastOutbound: lastWebhook(st.db, "bitrix"),
+		},
+		Version: e.build.Version,
+		Log:     log,
 	})
 	if err != nil {
 		return err
@@ -299,5 +303,12 @@ func retrySchedule(s *settings.Store, log *slog.Logger) func(context.Context) []
 		}
 		log.Warn("relay.retry_schedule unreadable; using the default", "err", err)
 		return queue.DefaultSchedule
+	}
+}
+
+func lastWebhook(d *db.DB, source string) func(context.Context) time.Time {
+	return func(ctx context.Context) time.Time {
+		t, _ := d.LastWebhookAt(ctx, source)
+		return t
 	}
 }

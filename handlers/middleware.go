@@ -124,11 +124,15 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// limitBody caps every request body; routes that accept more or less wrap
-// their own limit inside this one.
-func limitBody(n int64, next http.Handler) http.Handler {
+// limitBody caps every request body at n, or at the path's own limit in
+// limits.
+func limitBody(n int64, limits map[string]int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, n)
+		limit := n
+		if l, ok := limits[r.URL.Path]; ok {
+			limit = l
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		next.ServeHTTP(w, r)
 	})
 }

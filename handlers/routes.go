@@ -4,8 +4,15 @@ import (
 	"net/http"
 )
 
-// Body limits. Every route gets defaultBodyLimit unless it sets its own.
+// defaultBodyLimit caps the body of every request whose path has no
+// limit of its own in bodyLimits.
 const defaultBodyLimit = 1 << 20
+
+// bodyLimits are the paths that accept larger bodies; their handlers read
+// within the limit themselves.
+var bodyLimits = map[string]int64{
+	"/webhook/whatsapp": whatsappBodyLimit,
+}
 
 // routes declares every route of the server in one place.
 func (s *Server) routes() http.Handler {
@@ -15,13 +22,15 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /docs", s.docs)
 	mux.HandleFunc("GET /docs/{slug}", s.docs)
 	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /webhook/whatsapp", s.whatsappHandshake)
+	mux.HandleFunc("POST /webhook/whatsapp", s.whatsappWebhook)
 	mux.Handle("GET /static/", s.assets)
 
 	// Anything else: a 404 page rather than the mux's plain text.
 	mux.HandleFunc("/", s.notFound)
 
 	var h http.Handler = mux
-	h = limitBody(defaultBodyLimit, h)
+	h = limitBody(defaultBodyLimit, bodyLimits, h)
 	h = securityHeaders(h)
 	h = s.recoverPanics(h)
 	h = logRequests(s.log, h)

@@ -23,7 +23,7 @@ import (
 	"wabridge/views"
 )
 
-// Deps are what the handlers need. DB, Queue, Settings and Files are
+// Deps are what the handlers need. All but Probes, Version and Log are
 // required.
 type Deps struct {
 	DB       *db.DB
@@ -54,8 +54,8 @@ type Server struct {
 // New builds the HTTP handler with every route and middleware. It fails if
 // the embedded files are unusable.
 func New(d Deps) (http.Handler, error) {
-	if d.DB == nil || d.Queue == nil || d.Settings == nil || d.Files == nil {
-		panic("handlers: New: DB, Queue, Settings and Files are required")
+	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil {
+		panic("handlers: New: DB, Writer, Queue, Settings and Files are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
