@@ -54,6 +54,14 @@ type Server struct {
 // New builds the HTTP handler with every route and middleware. It fails if
 // the embedded files are unusable.
 func New(d Deps) (http.Handler, error) {
+	s, err := newServer(d)
+	if err != nil {
+		return nil, err
+	}
+	return s.routes(), nil
+}
+
+func newServer(d Deps) (*Server, error) {
 	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil {
 		panic("handlers: New: DB, Writer, Queue, Settings and Files are required")
 	}
@@ -81,7 +89,7 @@ func New(d Deps) (http.Handler, error) {
 		assets: set, manual: man, probes: d.Probes, version: d.Version,
 		log: d.Log.With("component", "http"),
 	}
-	return s.routes(), nil
+	return s, nil
 }
 
 // page returns the layout props every page starts from.
