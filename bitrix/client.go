@@ -50,8 +50,9 @@ type Options struct {
 	// server; they are needed only to refresh the grant.
 	ClientID     Getter
 	ClientSecret Getter
-	// OAuthURL is the token endpoint. Default DefaultOAuthURL.
-	OAuthURL string
+	// OAuthURL returns the token endpoint; it is read at each refresh so a
+	// changed setting applies at once. Nil or "" means DefaultOAuthURL.
+	OAuthURL Getter
 	// Grants loads and saves the OAuth grant. Required.
 	Grants GrantStore
 	// WebhookURL optionally returns an inbound webhook URL
@@ -92,7 +93,7 @@ type Client struct {
 	clientID     Getter
 	clientSecret Getter
 	webhookURL   Getter
-	oauthURL     string
+	oauthURL     Getter
 	store        GrantStore
 	limiter      *Limiter
 	httpc        *http.Client
@@ -131,8 +132,8 @@ func New(opts Options) *Client {
 		retryBase:    opts.RetryBase,
 		retryMax:     opts.RetryMax,
 	}
-	if c.oauthURL == "" {
-		c.oauthURL = DefaultOAuthURL
+	if c.oauthURL == nil {
+		c.oauthURL = Static(DefaultOAuthURL)
 	}
 	if c.clock == nil {
 		c.clock = SystemClock{}

@@ -564,7 +564,7 @@ func TestOAuthRefreshResponseFixture(t *testing.T) {
 		AccessToken: "old", RefreshToken: "old-refresh", MemberID: "bac1cd5c8940947a75e0d71b1a84e348",
 		ClientEndpoint: "https://example.bitrix24.com/rest/", ApplicationToken: "831c76b092f9f135d9b6b36c3a720757",
 	}}
-	c := bitrix.New(bitrix.Options{Grants: st, OAuthURL: oauth.URL + "/oauth/token/", ClientID: bitrix.Static("id"), ClientSecret: bitrix.Static("sec")})
+	c := bitrix.New(bitrix.Options{Grants: st, OAuthURL: bitrix.Static(oauth.URL + "/oauth/token/"), ClientID: bitrix.Static("id"), ClientSecret: bitrix.Static("sec")})
 	if err := c.Refresh(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}

@@ -88,7 +88,7 @@ func newEnv(t *testing.T, popts bitrixtest.Options, mod func(*bitrix.Options)) *
 	o := bitrix.Options{
 		ClientID:     bitrix.Static(p.ClientID()),
 		ClientSecret: bitrix.Static(p.ClientSecret()),
-		OAuthURL:     p.OAuthURL(),
+		OAuthURL:     bitrix.Static(p.OAuthURL()),
 		Grants:       st,
 		RatePerSec:   1000,
 		Burst:        1000,

@@ -263,3 +263,36 @@ func (c *Client) OpenLinesConfigGet(ctx context.Context, configID int64) (OpenLi
 		CRMCreate: string(r.CRMCreate), CRMChatTracker: bool(r.CRMChatTracker), CRMSource: string(r.CRMSource), Raw: all,
 	}, nil
 }
+
+// AppInfo is what app.info says about the application the token belongs
+// to. For a local application, Code is its client_id.
+type AppInfo struct {
+	ID        int64  `json:"ID"`
+	Code      string `json:"CODE"`
+	Version   int    `json:"VERSION"`
+	Status    string `json:"STATUS"`
+	Installed bool   `json:"INSTALLED"`
+}
+
+// AppInfo calls app.info with the stored grant.
+func (c *Client) AppInfo(ctx context.Context) (AppInfo, error) {
+	var info AppInfo
+	err := c.Call(ctx, "app.info", nil, &info)
+	return info, err
+}
+
+// AppInfoAs calls app.info on clientEndpoint (https://portal/rest/) with
+// an access token that is not the stored grant, such as one that arrived
+// in an install or placement POST, so the bridge can check that the token
+// is genuine and belongs to its own application before trusting it. The
+// call is paced by the client's limiter like every other.
+func (c *Client) AppInfoAs(ctx context.Context, clientEndpoint, accessToken string) (AppInfo, error) {
+	var info AppInfo
+	if !strings.HasSuffix(clientEndpoint, "/") {
+		clientEndpoint += "/"
+	}
+	if err := c.send(ctx, "app.info", clientEndpoint+"app.info", []byte("{}"), accessToken, &info); err != nil {
+		return AppInfo{}, fmt.Errorf("bitrix: app.info: %w", err)
+	}
+	return info, nil
+}

@@ -547,3 +547,21 @@ func TestInboundMessageJSON(t *testing.T) {
 		t.Fatalf("json = %s", b)
 	}
 }
+
+func TestAppInfo(t *testing.T) {
+	e := newEnv(t, bitrixtest.Options{}, nil)
+	ctx := ctxT(t)
+	info, err := e.client.AppInfo(ctx)
+	if err != nil || info.Code != e.portal.ClientID() || !info.Installed {
+		t.Fatalf("AppInfo = %+v, %v", info, err)
+	}
+	// With a token from elsewhere (an install POST): genuine and forged.
+	g := e.portal.Grant()
+	info, err = e.client.AppInfoAs(ctx, g.ClientEndpoint, g.AccessToken)
+	if err != nil || info.Code != e.portal.ClientID() {
+		t.Fatalf("AppInfoAs = %+v, %v", info, err)
+	}
+	if _, err := e.client.AppInfoAs(ctx, g.ClientEndpoint, "forged-token"); err == nil {
+		t.Fatal("a forged token was accepted")
+	}
+}

@@ -279,7 +279,14 @@ func (c *Client) requestToken(ctx context.Context, g Grant) (Grant, error) {
 	if id == "" || secret == "" {
 		return Grant{}, errors.New("refresh: bitrix.client_id and bitrix.client_secret are not configured")
 	}
-	u, err := url.Parse(c.oauthURL)
+	oauthURL, err := c.oauthURL(ctx)
+	if err != nil {
+		return Grant{}, fmt.Errorf("refresh: read OAuth URL: %w", err)
+	}
+	if oauthURL == "" {
+		oauthURL = DefaultOAuthURL
+	}
+	u, err := url.Parse(oauthURL)
 	if err != nil {
 		return Grant{}, fmt.Errorf("refresh: invalid OAuth URL: %w", err)
 	}

@@ -62,6 +62,9 @@ func commands() []command {
 		{"config set", "KEY=VALUE [KEY=VALUE…]", "write settings (all or nothing)", runConfigSet},
 		{"config get", "KEY", "print one setting (a secret prints ********)", runConfigGet},
 		{"config list", "", "print every setting with where its value comes from", runConfigList},
+		{"bitrix register-connector", "[--fresh]", "register the WhatsApp connector in Contact Center and bind its events", runRegisterConnector},
+		{"bitrix activate-connector", "[--line=ID]", "activate the connector on an Open Channel and check STATUS and CONFIGURED", runActivateConnector},
+		{"whatsapp check-token", "", "check the Meta access token against the phone number", runCheckToken},
 		{"backup", "FILE", "write a consistent copy of the database while it is in use", runBackup},
 		{"keys rotate", "--new-key-file F", "re-seal every secret under a new master key", runKeysRotate},
 		{"version", "", "print version, commit and build date", runVersion},
@@ -134,7 +137,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: wabridge COMMAND [flags] [arguments]")
 	fmt.Fprintln(w)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-14s %s\n  %-14s   %s\n", c.name, c.args, "", c.summary)
+		fmt.Fprintf(w, "  %s %s\n      %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Flags every command accepts after its words:")

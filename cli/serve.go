@@ -84,13 +84,20 @@ func runServe(e *env, args []string) error {
 		Grace:    shutdownGrace,
 		Log:      log,
 	})
+	portal, err := newBitrix(e.ctx, st.settings, log)
+	if err != nil {
+		return err
+	}
 	handler, err := handlers.New(handlers.Deps{
+		Portal:   portal,
+		Grants:   grantStore{st.settings},
 		DB:       st.db,
 		Writer:   writer,
 		Queue:    q,
 		Settings: st.settings,
 		Files:    e.build.Files,
 		Probes: handlers.Probes{
+			BitrixGrant:  func(context.Context) string { return portal.GrantState() },
 			LastInbound:  lastWebhook(st.db, "whatsapp"),
 			LastOutbound: lastWebhook(st.db, "bitrix"),
 		},

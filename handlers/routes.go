@@ -24,6 +24,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /webhook/whatsapp", s.whatsappHandshake)
 	mux.HandleFunc("POST /webhook/whatsapp", s.whatsappWebhook)
+	mux.HandleFunc("POST /bitrix/events", s.bitrixEvents)
+	mux.HandleFunc("GET /bitrix/install", s.bitrixInstall)
+	mux.HandleFunc("POST /bitrix/install", s.bitrixInstall)
+	mux.HandleFunc("POST /bitrix/placement", s.bitrixPlacement)
 	mux.Handle("GET /static/", s.assets)
 
 	// Anything else: a 404 page rather than the mux's plain text.

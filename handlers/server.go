@@ -32,7 +32,10 @@ type Deps struct {
 	Settings *settings.Store
 	// Files holds assets/static and docs/*.md (the binary's embedded
 	// files).
-	Files   fs.FS
+	Files fs.FS
+	// Portal and Grants serve the Bitrix24 routes.
+	Portal  Portal
+	Grants  GrantReader
 	Probes  Probes
 	Version string
 	Log     *slog.Logger
@@ -44,6 +47,8 @@ type Server struct {
 	writer   *db.Writer
 	queue    *queue.Queue
 	settings *settings.Store
+	portal   Portal
+	grants   GrantReader
 	assets   *assets.Set
 	manual   *manual.Manual
 	probes   Probes
@@ -62,8 +67,8 @@ func New(d Deps) (http.Handler, error) {
 }
 
 func newServer(d Deps) (*Server, error) {
-	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil {
-		panic("handlers: New: DB, Writer, Queue, Settings and Files are required")
+	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil || d.Portal == nil || d.Grants == nil {
+		panic("handlers: New: DB, Writer, Queue, Settings, Files, Portal and Grants are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -85,7 +90,7 @@ func newServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("handlers: manual: %w", err)
 	}
 	s := &Server{
-		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings,
+		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants,
 		assets: set, manual: man, probes: d.Probes, version: d.Version,
 		log: d.Log.With("component", "http"),
 	}

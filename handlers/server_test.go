@@ -1,10 +1,12 @@
 package handlers
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"testing"
 
+	"wabridge/bitrix"
 	"wabridge/db"
 	"wabridge/db/dbtest"
 	"wabridge/queue"
@@ -25,6 +27,8 @@ func newTestServer(t *testing.T, log *slog.Logger) *Server {
 		Queue:    queue.New(queue.Options{DB: d}),
 		Settings: settings.New(settings.Options{DB: d, Key: secret.GenerateKey(), Env: func(string) (string, bool) { return "", false }}),
 		Files:    os.DirFS(".."),
+		Portal:   bitrix.New(bitrix.Options{Grants: noGrant{}}),
+		Grants:   noGrant{},
 		Version:  "test",
 		Log:      log,
 	})
@@ -33,3 +37,10 @@ func newTestServer(t *testing.T, log *slog.Logger) *Server {
 	}
 	return s
 }
+
+// noGrant is the grant store of a bridge not installed in Bitrix24.
+type noGrant struct{}
+
+func (noGrant) Load(context.Context) (bitrix.Grant, error) { return bitrix.Grant{}, bitrix.ErrNoGrant }
+func (noGrant) Save(context.Context, bitrix.Grant) error   { return nil }
+func (noGrant) Forget(context.Context) error               { return nil }

@@ -230,3 +230,31 @@ func tocClass(level int) string {
 	}
 	return "toc-h2"
 }
+
+// PlacementProps are the props of Placement.
+type PlacementProps struct {
+	Page Page
+	// Line is the Open Channel the connector was connected to.
+	Line int64
+	// Connector is the connector id (bitrix.connector_id).
+	Connector string
+	// Checked is true when imconnector.status answered; Status and
+	// Configured are its STATUS and CONFIGURED.
+	Checked, Status, Configured bool
+	// Error says in plain words what failed, if anything.
+	Error string
+}
+
+func statusClass(ok bool) string {
+	if ok {
+		return "status-ok"
+	}
+	return "status-bad"
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}

@@ -905,6 +905,7 @@ func init() {
 		"crm.lead.add":                     (*Portal).leadAdd,
 		"im.message.add":                   (*Portal).imMessageAdd,
 		"imopenlines.config.get":           (*Portal).configGet,
+		"app.info":                         (*Portal).appInfo,
 	}
 }
 
@@ -1544,3 +1545,12 @@ func lowerKeys(v any) any {
 
 // String describes the portal for test failure messages.
 func (p *Portal) String() string { return fmt.Sprintf("fake Bitrix24 portal at %s", p.URL) }
+
+// appInfo answers app.info for the installed local application.
+func (p *Portal) appInfo(c *callCtx) (any, *apiErr) {
+	if c.webhook {
+		return nil, &apiErr{400, "ACCESS_DENIED", "Access denied! Application context required"}
+	}
+	return map[string]any{"ID": 7, "CODE": p.opts.ClientID, "VERSION": 1, "STATUS": "L", "INSTALLED": true,
+		"PAYMENT_EXPIRED": "N", "DAYS": nil, "LANGUAGE_ID": "en", "LICENSE": "en_pro100", "LICENSE_TYPE": "pro100", "LICENSE_FAMILY": "pro"}, nil
+}

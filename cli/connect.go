@@ -1,0 +1,223 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"wabridge/bitrix"
+	"wabridge/settings"
+	"wabridge/whatsapp"
+)
+
+// connectorEvents are the events the bridge subscribes to at
+// {public_url}/bitrix/events.
+var connectorEvents = []string{"OnImConnectorMessageAdd", "OnImConnectorLineDelete", "OnImConnectorStatusDelete"}
+
+// quietLogger reports only warnings and errors, on stderr: a command's
+// output is its result.
+func (e *env) quietLogger(format string) (*slog.Logger, error) {
+	return e.newLogger(format, slog.LevelWarn)
+}
+
+func runRegisterConnector(e *env, args []string) error {
+	fs, c := newFlags(e, "bitrix register-connector")
+	fresh := fs.Bool("fresh", false, "unregister the connector and unbind its events first")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("bitrix register-connector: takes no arguments, only --fresh")
+	}
+	log, err := e.quietLogger(c.logFormat)
+	if err != nil {
+		return err
+	}
+	st, err := e.open(c, openOptions{log: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := e.ctx
+	pub, err := st.settings.Get(ctx, settings.AppPublicURL)
+	if err != nil {
+		return err
+	}
+	if pub == "" {
+		return errors.New("bitrix register-connector: app.public_url is not set: wabridge config set app.public_url=https://your-bridge.example.com")
+	}
+	pub = strings.TrimRight(pub, "/")
+	connector, err := st.settings.Get(ctx, settings.BitrixConnectorID)
+	if err != nil {
+		return err
+	}
+	client, err := newBitrix(ctx, st.settings, log)
+	if err != nil {
+		return err
+	}
+	handler := pub + "/bitrix/events"
+	if *fresh {
+		for _, ev := range connectorEvents {
+			if n, err := client.EventUnbind(ctx, bitrix.EventBinding{Event: ev, Handler: handler}); err != nil {
+				return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
+			} else if n > 0 {
+				fmt.Fprintf(e.stdout, "unbound %s\n", ev)
+			}
+		}
+		if err := client.Unregister(ctx, connector); err != nil {
+			fmt.Fprintf(e.stdout, "unregister %s: %s (continuing)\n", connector, bitrix.Reason(err))
+		} else {
+			fmt.Fprintf(e.stdout, "unregistered connector %s\n", connector)
+		}
+	}
+	if err := client.Register(ctx, bitrix.RegisterParams{
+		ID:               connector,
+		Name:             bitrix.DefaultConnectorName,
+		Icon:             bitrix.DefaultIcon(),
+		PlacementHandler: pub + "/bitrix/placement",
+	}); err != nil {
+		return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
+	}
+	fmt.Fprintf(e.stdout, "registered connector %s (placement %s/bitrix/placement)\n", connector, pub)
+	bound, err := client.EventGet(ctx)
+	if err != nil {
+		return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
+	}
+	for _, ev := range connectorEvents {
+		if hasBinding(bound, ev, handler) {
+			fmt.Fprintf(e.stdout, "%s already bound to %s\n", ev, handler)
+			continue
+		}
+		if err := client.EventBind(ctx, bitrix.EventBinding{Event: ev, Handler: handler}); err != nil {
+			return fmt.Errorf("bitrix register-connector: bind %s: %s", ev, bitrix.Reason(err))
+		}
+		fmt.Fprintf(e.stdout, "bound %s to %s\n", ev, handler)
+	}
+	fmt.Fprintln(e.stdout, "next: in Bitrix24 Contact Center, click WhatsApp and connect it to an Open Channel")
+	return nil
+}
+
+func hasBinding(bound []bitrix.BoundEvent, event, handler string) bool {
+	for _, b := range bound {
+		if strings.EqualFold(b.Event, event) && b.Handler == handler {
+			return true
+		}
+	}
+	return false
+}
+
+func runActivateConnector(e *env, args []string) error {
+	fs, c := newFlags(e, "bitrix activate-connector")
+	lineFlag := fs.String("line", "", "Open Channel (line) id; default bitrix.line_id")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("bitrix activate-connector: takes no arguments, only --line=ID")
+	}
+	if *lineFlag != "" {
+		if err := settings.Validate(settings.BitrixLineID, *lineFlag); err != nil {
+			return usagef("bitrix activate-connector: --line: %v", err)
+		}
+	}
+	log, err := e.quietLogger(c.logFormat)
+	if err != nil {
+		return err
+	}
+	st, err := e.open(c, openOptions{log: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := e.ctx
+	lineText := *lineFlag
+	if lineText == "" {
+		if lineText, err = st.settings.Get(ctx, settings.BitrixLineID); err != nil {
+			return err
+		}
+	}
+	if lineText == "" {
+		return usagef("bitrix activate-connector: no line: pass --line=ID or set bitrix.line_id")
+	}
+	line, _ := strconv.ParseInt(lineText, 10, 64)
+	connector, err := st.settings.Get(ctx, settings.BitrixConnectorID)
+	if err != nil {
+		return err
+	}
+	pub, _ := st.settings.Get(ctx, settings.AppPublicURL)
+	client, err := newBitrix(ctx, st.settings, log)
+	if err != nil {
+		return err
+	}
+	if err := client.Activate(ctx, connector, line, true); err != nil {
+		return fmt.Errorf("bitrix activate-connector: %s", bitrix.Reason(err))
+	}
+	// activate wipes the connector's data, so it is written after.
+	if err := client.ConnectorDataSet(ctx, connector, line, bitrix.ConnectorData{
+		ID: connector + "_line_" + lineText, URL: pub, URLIM: pub, Name: bitrix.DefaultConnectorName,
+	}); err != nil {
+		return fmt.Errorf("bitrix activate-connector: %s", bitrix.Reason(err))
+	}
+	status, err := client.Status(ctx, connector, line)
+	if err != nil {
+		return fmt.Errorf("bitrix activate-connector: %s", bitrix.Reason(err))
+	}
+	fmt.Fprintf(e.stdout, "STATUS: %t\nCONFIGURED: %t\n", status.Status, status.Configured)
+	if !status.Status || !status.Configured {
+		return fmt.Errorf("bitrix activate-connector: the connector is not ready on line %d; connect it to the Open Channel in Contact Center, then run this again", line)
+	}
+	if *lineFlag != "" {
+		if err := st.settings.Set(ctx, []settings.Pair{{Name: settings.BitrixLineID, Value: lineText}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runCheckToken(e *env, args []string) error {
+	fs, c := newFlags(e, "whatsapp check-token")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usagef("whatsapp check-token: takes no arguments")
+	}
+	log, err := e.quietLogger(c.logFormat)
+	if err != nil {
+		return err
+	}
+	st, err := e.open(c, openOptions{log: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := e.ctx
+	pnid, err := st.settings.Get(ctx, settings.MetaPhoneNumberID)
+	if err != nil {
+		return err
+	}
+	if pnid == "" {
+		return errors.New("whatsapp check-token: meta.phone_number_id is not set: wabridge config set meta.phone_number_id=…")
+	}
+	if tok, err := st.settings.Get(ctx, settings.MetaAccessToken); err != nil || tok == "" {
+		return errors.New("whatsapp check-token: meta.access_token is not set: wabridge config set meta.access_token=…")
+	}
+	client, err := newWhatsApp(ctx, st.settings, log)
+	if err != nil {
+		return err
+	}
+	if _, err := client.PhoneNumber(ctx, pnid); err != nil {
+		var ae *whatsapp.APIError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("whatsapp check-token: Meta error %d: %s — %s", ae.Code, ae.Message, ae.Reason())
+		}
+		return fmt.Errorf("whatsapp check-token: %s", whatsapp.Explain(err))
+	}
+	fmt.Fprintln(e.stdout, "OK — token is valid.")
+	return nil
+}

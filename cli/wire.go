@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"wabridge/bitrix"
+	"wabridge/model"
+	"wabridge/settings"
+	"wabridge/whatsapp"
+)
+
+// grantName is the internal sealed value that holds the Bitrix OAuth grant.
+const grantName = "bitrix.grant"
+
+// grantStore keeps the Bitrix OAuth grant sealed in the settings table.
+type grantStore struct{ s *settings.Store }
+
+func (g grantStore) Load(ctx context.Context) (bitrix.Grant, error) {
+	b, err := g.s.GetSealed(ctx, grantName)
+	if errors.Is(err, model.ErrNotFound) {
+		return bitrix.Grant{}, bitrix.ErrNoGrant
+	}
+	if err != nil {
+		return bitrix.Grant{}, fmt.Errorf("load bitrix grant: %w", err)
+	}
+	var gr bitrix.Grant
+	if err := json.Unmarshal(b, &gr); err != nil {
+		return bitrix.Grant{}, fmt.Errorf("load bitrix grant: %w", err)
+	}
+	return gr, nil
+}
+
+func (g grantStore) Save(ctx context.Context, gr bitrix.Grant) error {
+	b, err := json.Marshal(gr)
+	if err != nil {
+		return fmt.Errorf("save bitrix grant: %w", err)
+	}
+	if err := g.s.SetSealed(ctx, grantName, b); err != nil {
+		return fmt.Errorf("save bitrix grant: %w", err)
+	}
+	return nil
+}
+
+// Forget deletes the stored grant, after the application was uninstalled.
+func (g grantStore) Forget(ctx context.Context) error {
+	if err := g.s.DeleteSealed(ctx, grantName); err != nil {
+		return fmt.Errorf("forget bitrix grant: %w", err)
+	}
+	return nil
+}
+
+// setting returns a getter that reads name from the settings at each call,
+// so a changed value applies without a restart.
+func setting(s *settings.Store, name string) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) { return s.Get(ctx, name) }
+}
+
+// newBitrix builds the portal client. Its rate limit is read once, at
+// start: the leaky bucket must persist across calls to mean anything.
+func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger) (*bitrix.Client, error) {
+	rate, burst := bitrix.DefaultRatePerSec, bitrix.DefaultBurst
+	if v, err := s.Get(ctx, settings.BitrixRatePerSec); err == nil && v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			rate = f
+		}
+	}
+	if v, err := s.Get(ctx, settings.BitrixRateBurst); err == nil && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			burst = n
+		}
+	}
+	return bitrix.New(bitrix.Options{
+		ClientID:     setting(s, settings.BitrixClientID),
+		ClientSecret: setting(s, settings.BitrixClientSecret),
+		OAuthURL:     setting(s, settings.BitrixOAuthURL),
+		WebhookURL:   setting(s, settings.BitrixWebhookURL),
+		Grants:       grantStore{s},
+		RatePerSec:   rate,
+		Burst:        burst,
+		Logger:       log.With("component", "bitrix"),
+	}), nil
+}
+
+// newWhatsApp builds the Graph client. meta.graph_url is read at start;
+// the access token at every call.
+func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger) (*whatsapp.Client, error) {
+	base, err := s.Get(ctx, settings.MetaGraphURL)
+	if err != nil {
+		return nil, err
+	}
+	return whatsapp.New(whatsapp.Options{
+		BaseURL: base,
+		Token:   setting(s, settings.MetaAccessToken),
+		Logger:  log.With("component", "whatsapp"),
+	}), nil
+}
