@@ -17,6 +17,7 @@ import (
 	"wabridge/db"
 	"wabridge/handlers"
 	"wabridge/queue"
+	"wabridge/scheduler"
 	"wabridge/settings"
 )
 
@@ -88,6 +89,18 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	wa, err := newWhatsApp(e.ctx, st.settings, log)
+	if err != nil {
+		return err
+	}
+	up := newUpkeep(st.settings, portal, wa)
+	sched, err := scheduler.New(scheduler.Options{DB: st.db, Log: log})
+	if err != nil {
+		return err
+	}
+	if err := up.schedule(sched); err != nil {
+		return err
+	}
 	handler, err := handlers.New(handlers.Deps{
 		Portal:   portal,
 		Grants:   grantStore{st.settings},
@@ -97,12 +110,15 @@ func runServe(e *env, args []string) error {
 		Settings: st.settings,
 		Files:    e.build.Files,
 		Probes: handlers.Probes{
-			BitrixGrant:  func(context.Context) string { return portal.GrantState() },
-			LastInbound:  lastWebhook(st.db, "whatsapp"),
-			LastOutbound: lastWebhook(st.db, "bitrix"),
+			BitrixGrant:     func(context.Context) string { return portal.GrantState() },
+			BitrixConnector: up.connectorState,
+			MetaToken:       up.metaTokenState,
+			LastInbound:     lastWebhook(st.db, "whatsapp"),
+			LastOutbound:    lastWebhook(st.db, "bitrix"),
 		},
-		Version: e.build.Version,
-		Log:     log,
+		ConnectorChanged: func(state string) { up.connector.Store(state) },
+		Version:          e.build.Version,
+		Log:              log,
 	})
 	if err != nil {
 		return err
@@ -119,6 +135,7 @@ func runServe(e *env, args []string) error {
 		<-queueDone
 		return err
 	}
+	sched.Start()
 	log.Info("wabridge started", "version", e.build.Version, "public_url", publicURL, "data", c.data,
 		"key_fingerprint", st.key.Fingerprint())
 
@@ -145,6 +162,9 @@ func runServe(e *env, args []string) error {
 		}()
 	}
 	stopQueue()
+	if err := sched.Shutdown(sctx); err != nil {
+		log.Warn("scheduled jobs still running at the end of the grace period", "err", err)
+	}
 	wg.Wait()
 	<-queueDone
 	servers.stop()

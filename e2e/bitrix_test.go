@@ -173,8 +173,15 @@ func TestBitrixInstallRegisterPlacementActivate(t *testing.T) {
 	if r.code != 0 || r.stdout != "STATUS: true\nCONFIGURED: true\n" {
 		t.Fatalf("activate-connector: %+v", r)
 	}
-	if g := health(t, srv)["bitrix"].(map[string]any)["grant"]; g != "ok" {
-		t.Errorf("grant after install = %v", g)
+	h := health(t, srv)
+	if bx := h["bitrix"].(map[string]any); bx["grant"] != "ok" || bx["connector"] != "active" {
+		t.Errorf("health after set-up: bitrix = %v", bx)
+	}
+	jobs, _ := h["jobs"].(map[string]any)
+	for _, name := range []string{"bitrix_grant_refresh", "bitrix_connector_check", "meta_token_check"} {
+		if j, ok := jobs[name].(map[string]any); !ok || j["last_run"] == "" || j["next_run"] == "" {
+			t.Errorf("health jobs lack %s: %v", name, jobs)
+		}
 	}
 
 	// Operator events: the right token is accepted, a wrong one refused.
@@ -185,6 +192,14 @@ func TestBitrixInstallRegisterPlacementActivate(t *testing.T) {
 		t.Fatalf("event: %v %v", resp.Status, err)
 	}
 	resp.Body.Close()
+	// The portal removes the connector from the line: health says so.
+	resp, _ = bitrixtest.PostForm(ctx, nil, srv.url+"/bitrix/events", bitrixtest.StatusDeleteForm("1", "wabridge", 7, time.Now().Unix(), p.EventAuth(1)))
+	if readAll(t, resp); resp.StatusCode != 200 || health(t, srv)["bitrix"].(map[string]any)["connector"] != "inactive" {
+		t.Errorf("after STATUSDELETE: %d, bitrix = %v", resp.StatusCode, health(t, srv)["bitrix"])
+	}
+	if health(t, srv)["status"] != "degraded" {
+		t.Errorf("status with an inactive connector = %v", health(t, srv)["status"])
+	}
 	ev.Auth.ApplicationToken = "not-the-token"
 	resp, _ = bitrixtest.PostForm(ctx, nil, srv.url+"/bitrix/events", bitrixtest.MessageAddForm(ev))
 	if readAll(t, resp); resp.StatusCode != 403 {

@@ -267,6 +267,11 @@ func (s *Server) bitrixPlacement(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		props.Status, props.Configured, props.Checked = st.Status, st.Configured, true
+		if st.Status && st.Configured {
+			s.connectorChanged("active")
+		} else {
+			s.connectorChanged("inactive")
+		}
 	}
 	s.log.Info("connector placement", "line", line, "status", props.Status, "configured", props.Configured)
 	portalFrame(w, grant.Domain)
@@ -325,6 +330,10 @@ func (s *Server) bitrixEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Info("bitrix application token learned from the first event of the installed portal", "member_id", ev.Auth.MemberID)
 	}
+	if s.isOurLine(ctx, ev) {
+		s.connectorChanged("inactive")
+		s.log.Warn("the portal reports the connector removed from its line", "event", ev.Name)
+	}
 	if ev.Name == "ONAPPUNINSTALL" {
 		if err := s.grants.Forget(ctx); err != nil {
 			s.log.Error("forgetting the grant failed", "err", err)
@@ -375,4 +384,22 @@ func (s *Server) publicURL(ctx context.Context) string {
 // differ.
 func constantEqual(a, b string) bool {
 	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
+}
+
+// isOurLine reports whether ev says the connector was removed from the
+// configured line.
+func (s *Server) isOurLine(ctx context.Context, ev *bitrix.Event) bool {
+	lineText, _ := s.settings.Get(ctx, settings.BitrixLineID)
+	line, err := strconv.ParseInt(lineText, 10, 64)
+	if err != nil {
+		return false
+	}
+	switch {
+	case ev.LineDelete != nil:
+		return ev.LineDelete.Line == line
+	case ev.StatusDelete != nil:
+		conn, _ := s.settings.Get(ctx, settings.BitrixConnectorID)
+		return ev.StatusDelete.Line == line && strings.EqualFold(ev.StatusDelete.Connector, conn)
+	}
+	return false
 }

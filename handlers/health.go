@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"wabridge/scheduler"
 )
 
 // Probes tell /health about the outside connections. Each returns one of
@@ -138,20 +140,14 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) jobRuns(ctx context.Context) (map[string]HealthJob, error) {
-	jobs := map[string]HealthJob{}
-	rows, err := s.db.R.QueryContext(ctx, `SELECT name, last_run, last_result, last_error, next_run FROM job_runs ORDER BY name`)
-	if err != nil {
-		return jobs, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name, last string
-		var j HealthJob
-		if err := rows.Scan(&name, &last, &j.Result, &j.Error, &j.NextRun); err != nil {
-			return jobs, err
+	runs, err := scheduler.ReadRuns(ctx, s.db)
+	jobs := make(map[string]HealthJob, len(runs))
+	for name, r := range runs {
+		j := HealthJob{LastRun: r.LastRun, Result: r.Result, Error: r.Error}
+		if !r.NextRun.IsZero() {
+			j.NextRun = r.NextRun.UTC().Format(time.RFC3339)
 		}
-		j.LastRun, _ = time.Parse(time.RFC3339, last)
 		jobs[name] = j
 	}
-	return jobs, rows.Err()
+	return jobs, err
 }

@@ -34,11 +34,16 @@ type Deps struct {
 	// files).
 	Files fs.FS
 	// Portal and Grants serve the Bitrix24 routes.
-	Portal  Portal
-	Grants  GrantReader
-	Probes  Probes
-	Version string
-	Log     *slog.Logger
+	Portal Portal
+	Grants GrantReader
+	Probes Probes
+	// ConnectorChanged, if set, hears what the bridge learns of the
+	// connector's state on the configured line outside the periodic
+	// check: "active" after a placement connects it, "inactive" when the
+	// portal reports it removed.
+	ConnectorChanged func(state string)
+	Version          string
+	Log              *slog.Logger
 }
 
 // Server holds the handlers' dependencies.
@@ -52,6 +57,7 @@ type Server struct {
 	assets   *assets.Set
 	manual   *manual.Manual
 	probes   Probes
+	onConn   func(string)
 	version  string
 	log      *slog.Logger
 }
@@ -91,7 +97,7 @@ func newServer(d Deps) (*Server, error) {
 	}
 	s := &Server{
 		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants,
-		assets: set, manual: man, probes: d.Probes, version: d.Version,
+		assets: set, manual: man, probes: d.Probes, version: d.Version, onConn: d.ConnectorChanged,
 		log: d.Log.With("component", "http"),
 	}
 	return s, nil
@@ -128,4 +134,10 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 		Message:   message,
 		RequestID: RequestID(r.Context()),
 	}))
+}
+
+func (s *Server) connectorChanged(state string) {
+	if s.onConn != nil {
+		s.onConn(state)
+	}
 }
