@@ -38,12 +38,14 @@ deps: ## install test dependencies missing from this machine (apt)
 
 test: deps check-static check-generated lint ## everything, from a fresh machine
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZPKGS='./whatsapp ./bitrix'
 
 bench: build ## benchmarks on loopback; figures go to BENCHMARKS.md
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem -count=1 ./...
 
-fuzz: ## each fuzz target for FUZZTIME (default 1m)
-	@for pkg in $$($(GO) list ./...); do \
+FUZZPKGS ?= ./...
+fuzz: ## each fuzz target in FUZZPKGS for FUZZTIME (default 1m)
+	@for pkg in $$($(GO) list $(FUZZPKGS)); do \
 	  for f in $$($(GO) test -tags '$(TAGS)' -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -tags '$(TAGS)' -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-1m} $$pkg || exit 1; \
 	  done; \

@@ -310,3 +310,49 @@ func TestInstallCallbackAndUninstall(t *testing.T) {
 		t.Fatalf("register-connector after uninstall: %+v", r)
 	}
 }
+
+// TestInvalidGrantAndReinstall: when the portal refuses the grant for good,
+// /health says invalid_grant; installing again replaces the grant and the
+// bridge works again.
+func TestInvalidGrantAndReinstall(t *testing.T) {
+	p, in, srv := portalSetup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	install := func() {
+		q, body := bitrixtest.InstallPOST(p.InstallParams())
+		resp, err := bitrixtest.PostInstall(ctx, nil, srv.url+"/bitrix/install", q, body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("install: %v %v", resp.Status, err)
+		}
+		resp.Body.Close()
+	}
+	placement := func() (int, string) {
+		form := url.Values{"member_id": {p.MemberID()}, "AUTH_ID": {p.EventAuth(1).AccessToken},
+			"PLACEMENT": {"SETTING_CONNECTOR"}, "PLACEMENT_OPTIONS": {`{"LINE":"3"}`}}
+		resp, err := http.PostForm(srv.url+"/bitrix/placement", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, readAll(t, resp)
+	}
+	install()
+	if r := in.run("bitrix", "register-connector"); r.code != 0 {
+		t.Fatalf("register-connector: %+v", r)
+	}
+	// The application is removed on the portal's side: every token dies.
+	p.RevokeRefreshTokens()
+	p.ExpireAccessTokens()
+	if code, page := placement(); code != 200 || !strings.Contains(page, "flash-error") {
+		t.Fatalf("placement with a dead grant: %d", code)
+	}
+	if g := health(t, srv)["bitrix"].(map[string]any)["grant"]; g != "invalid_grant" {
+		t.Fatalf("grant state = %v, want invalid_grant", g)
+	}
+	install()
+	if code, page := placement(); code != 200 || !strings.Contains(page, "Connector active on the line:</strong> yes") {
+		t.Fatalf("placement after re-install: %d\n%s", code, page)
+	}
+	if g := health(t, srv)["bitrix"].(map[string]any)["grant"]; g != "ok" {
+		t.Fatalf("grant state after re-install = %v", g)
+	}
+}
