@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -86,6 +87,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock is the time source. Default SystemClock.
 	Clock Clock
+	// Observe, if set, hears every REST request: the method, the HTTP
+	// status (0 when the portal was not reached) and how long it took.
+	// Metrics use it.
+	Observe func(method string, status int, elapsed time.Duration)
 }
 
 // Client calls a Bitrix24 portal's REST API. It is safe for concurrent use.
@@ -98,10 +103,13 @@ type Client struct {
 	limiter      *Limiter
 	httpc        *http.Client
 	log          *slog.Logger
-	clock        Clock
-	maxRetries   int
-	retryBase    time.Duration
-	retryMax     time.Duration
+	observe      func(string, int, time.Duration)
+
+	refreshOK, refreshFailed atomic.Int64
+	clock                    Clock
+	maxRetries               int
+	retryBase                time.Duration
+	retryMax                 time.Duration
 
 	mu     sync.Mutex
 	grant  Grant
@@ -127,6 +135,7 @@ func New(opts Options) *Client {
 		limiter:      opts.Limiter,
 		httpc:        opts.HTTPClient,
 		log:          opts.Logger,
+		observe:      opts.Observe,
 		clock:        opts.Clock,
 		maxRetries:   opts.MaxRetries,
 		retryBase:    opts.RetryBase,
@@ -342,6 +351,13 @@ func (c *Client) do(ctx context.Context, method, endpoint string, payload []byte
 	req.Header.Set("User-Agent", "wabridge")
 	start := c.clock.Now()
 	resp, err := c.httpc.Do(req)
+	if c.observe != nil {
+		status := 0
+		if err == nil {
+			status = resp.StatusCode
+		}
+		c.observe(method, status, c.clock.Now().Sub(start))
+	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr

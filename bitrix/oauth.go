@@ -208,10 +208,13 @@ func (c *Client) runRefresh(ctx context.Context, f *refreshFlight, g Grant, gen 
 
 	switch {
 	case err == nil:
+		c.refreshOK.Add(1)
 		c.log.Info("bitrix grant refreshed", "member_id", ng.MemberID, "expires_at", ng.Expires)
 	case errors.Is(err, ErrReinstall):
+		c.refreshFailed.Add(1)
 		c.log.Error("bitrix refresh token refused: re-install the application", "err", err)
 	default:
+		c.refreshFailed.Add(1)
 		c.log.Warn("bitrix grant refresh failed", "err", err)
 	}
 
@@ -415,4 +418,10 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// Refreshes reports how many token refreshes succeeded and failed since the
+// client was created.
+func (c *Client) Refreshes() (ok, failed int64) {
+	return c.refreshOK.Load(), c.refreshFailed.Load()
 }

@@ -71,6 +71,10 @@ type Options struct {
 	// Logger receives one debug record per call (operation, method, path,
 	// status, duration). Default: records are discarded.
 	Logger *slog.Logger
+	// Observe, if set, hears every request: the operation ("send",
+	// "media info", …), the HTTP status (0 when the server was not
+	// reached) and how long it took. Metrics use it.
+	Observe func(op string, status int, elapsed time.Duration)
 }
 
 // Client talks to the Graph API on behalf of one or more WhatsApp business
@@ -82,6 +86,7 @@ type Client struct {
 	timeout         time.Duration
 	transferTimeout time.Duration
 	log             *slog.Logger
+	observe         func(string, int, time.Duration)
 }
 
 // New returns a Client configured by opts. It panics when BaseURL is missing
@@ -105,6 +110,7 @@ func New(opts Options) *Client {
 		timeout:         opts.Timeout,
 		transferTimeout: opts.TransferTimeout,
 		log:             opts.Logger,
+		observe:         opts.Observe,
 	}
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -261,9 +267,15 @@ func (c *Client) send(ctx context.Context, op, method, target string, body io.Re
 	}
 	if err != nil {
 		c.log.DebugContext(ctx, "graph request failed", append(attrs, slog.String("error", redactURLError(err)))...)
+		if c.observe != nil {
+			c.observe(op, 0, time.Since(start))
+		}
 		return nil, &TransportError{Err: err}
 	}
 	c.log.DebugContext(ctx, "graph request", append(attrs, slog.Int("status", resp.StatusCode))...)
+	if c.observe != nil {
+		c.observe(op, resp.StatusCode, time.Since(start))
+	}
 	return resp, nil
 }
 
