@@ -57,6 +57,10 @@ type Options struct {
 	// BaseURL is the Graph API root including the version, for example
 	// "https://graph.facebook.com/v25.0". A trailing slash is ignored.
 	BaseURL string
+	// BaseURLFunc, if set, is asked for the root before every request, so
+	// a changed setting applies at once; BaseURL is used when it fails or
+	// returns "" or something that is not an absolute http(s) URL.
+	BaseURLFunc func(ctx context.Context) (string, error)
 	// Token yields the access token (a system-user token) for each call.
 	Token TokenFunc
 	// HTTPClient performs the requests. The default is a client whose
@@ -81,6 +85,7 @@ type Options struct {
 // phone numbers. It is safe for concurrent use.
 type Client struct {
 	base            *url.URL
+	baseFunc        func(context.Context) (string, error)
 	token           TokenFunc
 	http            *http.Client
 	timeout         time.Duration
@@ -105,6 +110,7 @@ func New(opts Options) *Client {
 	}
 	c := &Client{
 		base:            base,
+		baseFunc:        opts.BaseURLFunc,
 		token:           opts.Token,
 		http:            opts.HTTPClient,
 		timeout:         opts.Timeout,
@@ -152,15 +158,27 @@ func (c *Client) PhoneNumber(ctx context.Context, phoneNumberID string) (*PhoneN
 	}
 	q := url.Values{"fields": {"id,display_phone_number,verified_name,quality_rating,code_verification_status,platform_type,throughput"}}
 	var pn PhoneNumber
-	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(q, phoneNumberID), nil, &pn); err != nil {
+	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(ctx, q, phoneNumberID), nil, &pn); err != nil {
 		return nil, wrapOp(op, err)
 	}
 	return &pn, nil
 }
 
+// root returns the Graph API root for this request.
+func (c *Client) root(ctx context.Context) *url.URL {
+	if c.baseFunc != nil {
+		if v, err := c.baseFunc(ctx); err == nil && v != "" {
+			if u, err := url.Parse(strings.TrimRight(v, "/")); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" {
+				return u
+			}
+		}
+	}
+	return c.base
+}
+
 // nodeURL joins the base URL with the escaped path segments and query.
-func (c *Client) nodeURL(q url.Values, segments ...string) string {
-	u := *c.base
+func (c *Client) nodeURL(ctx context.Context, q url.Values, segments ...string) string {
+	u := *c.root(ctx)
 	for _, s := range segments {
 		u.Path += "/" + s
 	}

@@ -813,3 +813,27 @@ func TestConcurrentSendsAreAllRecorded(t *testing.T) {
 		t.Errorf("unique wamids %d, recorded %d", len(seen), len(srv.Sent()))
 	}
 }
+
+// TestBaseURLFuncAppliesAtOnce: a Graph root read per request follows a
+// changed setting without a new client; an unusable value falls back to
+// BaseURL.
+func TestBaseURLFuncAppliesAtOnce(t *testing.T) {
+	srv := whatsapptest.NewServer(t, whatsapptest.Options{})
+	root := "http://127.0.0.1:1/v25.0" // nothing listens there
+	c := whatsapp.New(whatsapp.Options{
+		BaseURL:     "http://127.0.0.1:1/v25.0",
+		BaseURLFunc: func(context.Context) (string, error) { return root, nil },
+		Token:       whatsapp.StaticToken(srv.Token()),
+	})
+	if _, err := c.PhoneNumber(t.Context(), pnid); err == nil {
+		t.Fatal("a dead root answered")
+	}
+	root = srv.BaseURL()
+	if _, err := c.PhoneNumber(t.Context(), pnid); err != nil {
+		t.Fatalf("after the root changed: %v", err)
+	}
+	root = "not a url"
+	if _, err := c.PhoneNumber(t.Context(), pnid); err == nil {
+		t.Fatal("a malformed root did not fall back to BaseURL")
+	}
+}

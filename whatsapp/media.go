@@ -74,7 +74,7 @@ func (c *Client) MediaInfo(ctx context.Context, mediaID string) (*MediaInfo, err
 		return nil, wrapOp(op, err)
 	}
 	var mi MediaInfo
-	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(nil, mediaID), nil, &mi); err != nil {
+	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(ctx, nil, mediaID), nil, &mi); err != nil {
 		return nil, wrapOp(op, err)
 	}
 	if mi.URL == "" {
@@ -97,7 +97,7 @@ func (c *Client) Download(ctx context.Context, rawURL string, maxBytes int64) ([
 	if err != nil {
 		return nil, "", wrapOp(op, fmt.Errorf("%w: %v", ErrUnsafeURL, err))
 	}
-	if u.Host == "" || !(u.Scheme == "https" || u.Scheme == "http" && u.Host == c.base.Host) {
+	if u.Host == "" || !(u.Scheme == "https" || u.Scheme == "http" && u.Host == c.root(ctx).Host) {
 		return nil, "", wrapOp(op, fmt.Errorf("%w: scheme %q host %q", ErrUnsafeURL, u.Scheme, u.Host))
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.transferTimeout)
@@ -229,7 +229,7 @@ func (c *Client) Upload(ctx context.Context, phoneNumberID, filename, mimeType s
 
 	ctx, cancel := context.WithTimeout(ctx, c.transferTimeout)
 	defer cancel()
-	resp, err := c.send(ctx, op, http.MethodPost, c.nodeURL(nil, phoneNumberID, "media"), &buf, mw.FormDataContentType())
+	resp, err := c.send(ctx, op, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "media"), &buf, mw.FormDataContentType())
 	if err != nil {
 		return "", wrapOp(op, err)
 	}
