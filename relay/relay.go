@@ -1,0 +1,359 @@
+// Package relay is the bridge itself: it turns what a customer sends on
+// WhatsApp into messages in the operator's Bitrix24 Open Lines chat, and
+// tells Bitrix24 what WhatsApp reports about the operator's replies.
+//
+// The inbound path has three stages, each durable before the next starts:
+//
+//  1. AcceptWhatsApp stores a verified webhook in the audit log and
+//     enqueues its processing job in the caller's transaction.
+//  2. The job parses the payload, upserts the customer (a conversation),
+//     inserts each message once (keyed by its wamid) with the next number
+//     of its conversation, and enqueues media downloads and the CRM check.
+//  3. The delivery pump (Run) sends ready messages to
+//     imconnector.send.messages: the oldest unfinished message of each
+//     conversation, up to 50 conversations per call, paced by the Bitrix24
+//     client's limiter. Failures back off on relay.retry_schedule; a message
+//     that exhausts it becomes a dead letter in the queue's list and stops
+//     blocking its conversation; retrying the dead letter sends it again.
+//
+// The package owns the tables channels, contacts, messages, media and
+// status_reports, and writes them with plain SQL.
+package relay
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"wabridge/bitrix"
+	"wabridge/db"
+	"wabridge/queue"
+	"wabridge/settings"
+	"wabridge/whatsapp"
+)
+
+// Jobs the relay runs on the queue; Register installs their functions.
+const (
+	// JobWhatsAppEvent processes one stored WhatsApp webhook
+	// (payload {"event_id":N}).
+	JobWhatsAppEvent queue.Job = "relay.whatsapp_event"
+	// JobFetchMedia downloads the file of one inbound message from WhatsApp
+	// and re-hosts it (payload {"message_id":N}).
+	JobFetchMedia queue.Job = "relay.fetch_media"
+	// JobLead looks a new customer up in the CRM and creates a lead when
+	// none exists (payload {"contact_id":N}).
+	JobLead queue.Job = "relay.lead"
+	// JobRedeliver is the dead-letter entry of a message or status report
+	// the pump gave up on (payload {"message_id":N} or {"report_id":N}).
+	// Its first run parks it in the dead-letter list; a retry of that dead
+	// letter puts the row back into delivery.
+	JobRedeliver queue.Job = "relay.redeliver"
+)
+
+// Config reads settings by key, resolved the way settings.Store resolves
+// them. The relay reads every setting at each use, so changes apply at once.
+type Config interface {
+	Get(ctx context.Context, name string) (string, error)
+}
+
+// Defaults applied by New when the corresponding Options field is zero.
+const (
+	// DefaultHoldWait is how long messages wait, without using up an
+	// attempt, while Bitrix24 cannot take any message at all (the grant was
+	// refused, no line is configured, the connector is not active).
+	DefaultHoldWait = time.Minute
+	// DefaultIdleWait bounds the pump's sleep when nothing is due. Wake
+	// normally ends the sleep; the bound only catches rows written by
+	// another process, such as `wabridge replay`.
+	DefaultIdleWait = time.Minute
+	// DefaultCallTimeout bounds one Bitrix24 call of the pump, including
+	// the client's own waits for the rate limiter and its retries.
+	DefaultCallTimeout = 2 * time.Minute
+	// MaxBatch is the most messages one imconnector.send.messages call
+	// carries.
+	MaxBatch = 50
+)
+
+// Options configure New. DB, Queue, Config, WhatsApp and Bitrix are
+// required.
+type Options struct {
+	DB *db.DB
+	// Writer, when set, carries the relay's writes so that they share
+	// commits with the webhook handlers'. Default: one transaction per
+	// write on DB.
+	Writer   *db.Writer
+	Queue    *queue.Queue
+	Config   Config
+	WhatsApp *whatsapp.Client
+	Bitrix   *bitrix.Client
+	// Log receives the relay's log lines (component=relay). Default:
+	// discarded.
+	Log *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// MaxMediaBytes is the largest file re-hosted; a larger one reaches the
+	// operator as a note. Default whatsapp.DefaultMaxDownload (100 MB).
+	MaxMediaBytes int64
+	// BatchSize is the most messages per send.messages call, at most
+	// MaxBatch. Default MaxBatch.
+	BatchSize int
+	// HoldWait, IdleWait and CallTimeout: see the Default constants.
+	HoldWait    time.Duration
+	IdleWait    time.Duration
+	CallTimeout time.Duration
+}
+
+// Relay moves messages between WhatsApp and Bitrix24. Create it with New,
+// register its jobs with Register, and start its delivery pump with Run.
+// It is safe for concurrent use.
+type Relay struct {
+	db       *db.DB
+	writer   *db.Writer
+	q        *queue.Queue
+	cfg      Config
+	wa       *whatsapp.Client
+	bx       *bitrix.Client
+	log      *slog.Logger
+	now      func() time.Time
+	maxMedia int64
+	batch    int
+	hold     time.Duration
+	idle     time.Duration
+	callTO   time.Duration
+	// started is when New ran: a CRM check claimed before it was claimed
+	// by a process that is gone.
+	started time.Time
+
+	wake chan struct{}
+	// eventMu serialises the processing of webhook events, so that
+	// messages are numbered in the order their webhooks were accepted.
+	eventMu sync.Mutex
+
+	stats struct {
+		events, messages, duplicates, noted, statuses atomic.Int64
+		calls, delivered, retried, dead, held         atomic.Int64
+	}
+}
+
+// New returns a Relay. It panics when a required option is missing, which
+// is a wiring mistake.
+func New(opts Options) *Relay {
+	switch {
+	case opts.DB == nil:
+		panic("relay: New: DB is required")
+	case opts.Queue == nil:
+		panic("relay: New: Queue is required")
+	case opts.Config == nil:
+		panic("relay: New: Config is required")
+	case opts.WhatsApp == nil:
+		panic("relay: New: WhatsApp is required")
+	case opts.Bitrix == nil:
+		panic("relay: New: Bitrix is required")
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxMediaBytes <= 0 {
+		opts.MaxMediaBytes = whatsapp.DefaultMaxDownload
+	}
+	if opts.BatchSize <= 0 || opts.BatchSize > MaxBatch {
+		opts.BatchSize = MaxBatch
+	}
+	if opts.HoldWait <= 0 {
+		opts.HoldWait = DefaultHoldWait
+	}
+	if opts.IdleWait <= 0 {
+		opts.IdleWait = DefaultIdleWait
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = DefaultCallTimeout
+	}
+	return &Relay{
+		db:       opts.DB,
+		writer:   opts.Writer,
+		q:        opts.Queue,
+		cfg:      opts.Config,
+		wa:       opts.WhatsApp,
+		bx:       opts.Bitrix,
+		log:      opts.Log.With("component", "relay"),
+		now:      opts.Now,
+		maxMedia: opts.MaxMediaBytes,
+		batch:    opts.BatchSize,
+		hold:     opts.HoldWait,
+		idle:     opts.IdleWait,
+		callTO:   opts.CallTimeout,
+		started:  opts.Now(),
+		wake:     make(chan struct{}, 1),
+	}
+}
+
+// Register installs the relay's job functions on q. Call it once, before
+// q.Run.
+func (r *Relay) Register(q *queue.Queue) {
+	q.Register(JobWhatsAppEvent, r.runWhatsAppEvent)
+	q.Register(JobFetchMedia, r.runFetchMedia)
+	q.Register(JobLead, r.runLead)
+	q.Register(JobRedeliver, r.runRedeliver)
+}
+
+// Wake tells the delivery pump and the queue's workers that new work was
+// committed. Call it after the transaction of AcceptWhatsApp commits. It
+// never blocks.
+func (r *Relay) Wake() {
+	r.wakePump()
+	r.q.Wake()
+}
+
+func (r *Relay) wakePump() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats are counters since New, for metrics and tests.
+type Stats struct {
+	// Events is how many webhook events were processed (replays included).
+	Events int64
+	// Messages is how many inbound messages were stored; Duplicates how many
+	// re-delivered ones were skipped; Noted how many could only be described
+	// in words (unknown or unsupported types).
+	Messages, Duplicates, Noted int64
+	// Statuses is how many WhatsApp statuses changed an outbound message.
+	Statuses int64
+	// Calls is how many imconnector.send.messages calls the pump made;
+	// Delivered how many messages they delivered; Retried how many message
+	// attempts failed and were scheduled again; Dead how many messages and
+	// reports became dead letters; Held how many were held back without
+	// using an attempt.
+	Calls, Delivered, Retried, Dead, Held int64
+}
+
+// Stats returns the counters.
+func (r *Relay) Stats() Stats {
+	s := &r.stats
+	return Stats{
+		Events: s.events.Load(), Messages: s.messages.Load(), Duplicates: s.duplicates.Load(),
+		Noted: s.noted.Load(), Statuses: s.statuses.Load(), Calls: s.calls.Load(),
+		Delivered: s.delivered.Load(), Retried: s.retried.Load(), Dead: s.dead.Load(), Held: s.held.Load(),
+	}
+}
+
+// LastInbound returns when a customer's message last reached Bitrix24, or
+// the zero time if none has (or the database cannot be read).
+func (r *Relay) LastInbound(ctx context.Context) time.Time {
+	var s sql.NullString
+	err := r.db.R.QueryRowContext(ctx, `SELECT max(sent_at) FROM messages WHERE direction = 'in' AND sent_at IS NOT NULL`).Scan(&s)
+	if err != nil {
+		r.log.Warn("last inbound time unreadable", "err", err)
+		return time.Time{}
+	}
+	return parseTS(s.String)
+}
+
+// write runs fn in a write transaction: through the group-commit writer
+// when there is one, else in its own transaction.
+func (r *Relay) write(ctx context.Context, fn db.WriteFunc) error {
+	if r.writer != nil {
+		return r.writer.Do(ctx, fn)
+	}
+	return r.db.InTx(ctx, func(tx *sql.Tx) error { return fn(ctx, tx) })
+}
+
+// tsLayout is the fixed-width layout of every time in the relay's tables:
+// fixed width makes text order equal time order.
+const tsLayout = "2006-01-02T15:04:05.000000Z"
+
+func ts(t time.Time) string { return t.UTC().Format(tsLayout) }
+
+// nullTS is ts, or NULL for the zero time.
+func nullTS(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return ts(t)
+}
+
+func parseTS(s string) time.Time {
+	if s == "" {
+		return time.Time{}
+	}
+	t, err := time.Parse(tsLayout, s)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// setting returns a setting's trimmed value, or "" when it cannot be read
+// (logged: a broken setting must not stop the relay).
+func (r *Relay) setting(ctx context.Context, name string) string {
+	v, err := r.cfg.Get(ctx, name)
+	if err != nil {
+		r.log.Warn("setting unreadable", "key", name, "err", err)
+		return ""
+	}
+	return strings.TrimSpace(v)
+}
+
+// schedule returns relay.retry_schedule, read now, or the default schedule
+// when it is unset or malformed.
+func (r *Relay) schedule(ctx context.Context) []time.Duration {
+	v := r.setting(ctx, settings.RelayRetrySchedule)
+	if v != "" {
+		if s, err := settings.ParseRetrySchedule(v); err == nil {
+			return s
+		}
+		r.log.Warn("relay.retry_schedule is malformed; using the default", "value", v)
+	}
+	s, _ := settings.ParseRetrySchedule(settings.DefaultRelayRetrySchedule)
+	return s
+}
+
+// leadMode returns crm.lead_mode, defaulting to bridge like the registry.
+func (r *Relay) leadMode(ctx context.Context) string {
+	switch m := r.setting(ctx, settings.CRMLeadMode); m {
+	case settings.LeadModeLine, settings.LeadModeOff:
+		return m
+	}
+	return settings.LeadModeBridge
+}
+
+// publicURL returns app.public_url without a trailing slash.
+func (r *Relay) publicURL(ctx context.Context) string {
+	return strings.TrimRight(r.setting(ctx, settings.AppPublicURL), "/")
+}
+
+func parseInt(s string) int64 {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// placeholders returns "?,?,…" for n values.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
+func int64Args(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+func errorf(op string, err error) error {
+	return fmt.Errorf("relay: %s: %w", op, err)
+}
