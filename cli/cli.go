@@ -65,8 +65,10 @@ func commands() []command {
 		{"bitrix register-connector", "[--fresh]", "register the WhatsApp connector in Contact Center and bind its events", runRegisterConnector},
 		{"bitrix activate-connector", "[--line=ID]", "activate the connector on an Open Channel and check STATUS and CONFIGURED", runActivateConnector},
 		{"whatsapp check-token", "", "check the Meta access token against the phone number", runCheckToken},
+		{"replay", "[--id N] [--since DURATION] [--source whatsapp|bitrix]", "process stored webhook calls again (idempotent)", runReplay},
 		{"backup", "FILE", "write a consistent copy of the database while it is in use", runBackup},
 		{"keys rotate", "--new-key-file F", "re-seal every secret under a new master key", runKeysRotate},
+		{"admin totp-reset", "", "forget the console's authenticator app; the next sign-in sets up a new one", runAdminTOTPReset},
 		{"version", "", "print version, commit and build date", runVersion},
 		{"help", "", "show this help", nil},
 	}

@@ -5,16 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 
 	"wabridge/bitrix"
+	"wabridge/connect"
 	"wabridge/settings"
 	"wabridge/whatsapp"
 )
-
-// connectorEvents are the events the bridge subscribes to at
-// {public_url}/bitrix/events.
-var connectorEvents = []string{"OnImConnectorMessageAdd", "OnImConnectorLineDelete", "OnImConnectorStatusDelete"}
 
 // quietLogger reports only warnings and errors, on stderr: a command's
 // output is its result.
@@ -49,7 +45,6 @@ func runRegisterConnector(e *env, args []string) error {
 	if pub == "" {
 		return errors.New("bitrix register-connector: app.public_url is not set: wabridge config set app.public_url=https://your-bridge.example.com")
 	}
-	pub = strings.TrimRight(pub, "/")
 	connector, err := st.settings.Get(ctx, settings.BitrixConnectorID)
 	if err != nil {
 		return err
@@ -58,55 +53,18 @@ func runRegisterConnector(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	handler := pub + "/bitrix/events"
-	if *fresh {
-		for _, ev := range connectorEvents {
-			if n, err := client.EventUnbind(ctx, bitrix.EventBinding{Event: ev, Handler: handler}); err != nil {
-				return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
-			} else if n > 0 {
-				fmt.Fprintf(e.stdout, "unbound %s\n", ev)
-			}
-		}
-		if err := client.Unregister(ctx, connector); err != nil {
-			fmt.Fprintf(e.stdout, "unregister %s: %s (continuing)\n", connector, bitrix.Reason(err))
-		} else {
-			fmt.Fprintf(e.stdout, "unregistered connector %s\n", connector)
-		}
-	}
-	if err := client.Register(ctx, bitrix.RegisterParams{
-		ID:               connector,
-		Name:             bitrix.DefaultConnectorName,
-		Icon:             bitrix.DefaultIcon(),
-		PlacementHandler: pub + "/bitrix/placement",
-	}); err != nil {
-		return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
-	}
-	fmt.Fprintf(e.stdout, "registered connector %s (placement %s/bitrix/placement)\n", connector, pub)
-	bound, err := client.EventGet(ctx)
+	// The console's "Register connector" button runs the same function.
+	err = connect.Register(ctx, client, connect.Options{
+		PublicURL: pub,
+		Connector: connector,
+		Fresh:     *fresh,
+		Progress:  func(line string) { fmt.Fprintln(e.stdout, line) },
+	})
 	if err != nil {
-		return fmt.Errorf("bitrix register-connector: %s", bitrix.Reason(err))
-	}
-	for _, ev := range connectorEvents {
-		if hasBinding(bound, ev, handler) {
-			fmt.Fprintf(e.stdout, "%s already bound to %s\n", ev, handler)
-			continue
-		}
-		if err := client.EventBind(ctx, bitrix.EventBinding{Event: ev, Handler: handler}); err != nil {
-			return fmt.Errorf("bitrix register-connector: bind %s: %s", ev, bitrix.Reason(err))
-		}
-		fmt.Fprintf(e.stdout, "bound %s to %s\n", ev, handler)
+		return fmt.Errorf("bitrix register-connector: %w", err)
 	}
 	fmt.Fprintln(e.stdout, "next: in Bitrix24 Contact Center, click WhatsApp and connect it to an Open Channel")
 	return nil
-}
-
-func hasBinding(bound []bitrix.BoundEvent, event, handler string) bool {
-	for _, b := range bound {
-		if strings.EqualFold(b.Event, event) && b.Handler == handler {
-			return true
-		}
-	}
-	return false
 }
 
 func runActivateConnector(e *env, args []string) error {

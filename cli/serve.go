@@ -17,6 +17,7 @@ import (
 	"wabridge/db"
 	"wabridge/handlers"
 	"wabridge/queue"
+	"wabridge/relay"
 	"wabridge/scheduler"
 	"wabridge/settings"
 )
@@ -93,6 +94,8 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	rl := newRelay(st, writer, q, portal, wa, log)
+	rl.Register(q)
 	up := newUpkeep(st.settings, portal, wa)
 	sched, err := scheduler.New(scheduler.Options{DB: st.db, Log: log})
 	if err != nil {
@@ -104,6 +107,8 @@ func runServe(e *env, args []string) error {
 	handler, err := handlers.New(handlers.Deps{
 		Portal:   portal,
 		Grants:   grantStore{st.settings},
+		Inbound:  rl,
+		Replayer: replayOne{rl},
 		DB:       st.db,
 		Writer:   writer,
 		Queue:    q,
@@ -113,12 +118,21 @@ func runServe(e *env, args []string) error {
 			BitrixGrant:     func(context.Context) string { return portal.GrantState() },
 			BitrixConnector: up.connectorState,
 			MetaToken:       up.metaTokenState,
-			LastInbound:     lastWebhook(st.db, "whatsapp"),
+			LastInbound:     rl.LastInbound,
 			LastOutbound:    lastWebhook(st.db, "bitrix"),
 		},
 		ConnectorChanged: func(state string) { up.connector.Store(state) },
 		Version:          e.build.Version,
 		Log:              log,
+		// The console: login cookies keyed from the master key, the setup
+		// page's "Check now" and "Register connector" buttons.
+		Key:    st.key,
+		Domain: f.domain,
+		Meta: handlers.MetaCheckFunc(func(ctx context.Context) error {
+			_, err := up.checkMetaToken(ctx)
+			return err
+		}),
+		Connector: portal,
 	})
 	if err != nil {
 		return err
@@ -128,11 +142,14 @@ func runServe(e *env, args []string) error {
 	queueDone := make(chan struct{})
 	queueCtx, stopQueue := context.WithCancel(context.WithoutCancel(ctx))
 	go func() { q.Run(queueCtx); close(queueDone) }()
+	relayDone := make(chan struct{})
+	go func() { rl.Run(queueCtx); close(relayDone) }()
 
 	servers, err := f.start(ctx, st, handler, log)
 	if err != nil {
 		stopQueue()
 		<-queueDone
+		<-relayDone
 		return err
 	}
 	sched.Start()
@@ -167,6 +184,7 @@ func runServe(e *env, args []string) error {
 	}
 	wg.Wait()
 	<-queueDone
+	<-relayDone
 	servers.stop()
 	writer.Close()
 	return serveErr
@@ -300,18 +318,38 @@ func (f *serveFlags) start(ctx context.Context, st *store, h http.Handler, log *
 		m.Stop()
 		return nil, err
 	}
-	log.Info("obtaining or loading the certificate", "domain", f.domain)
-	if err := m.Obtain(ctx); err != nil {
-		s80.Close()
-		ln443.Close()
-		m.Stop()
-		return nil, fmt.Errorf("no certificate for %s: %w; check that the domain's DNS points at this server and ports 80 and 443 are open", f.domain, err)
-	}
 	s443 := newServer(h, log)
 	s443.TLSConfig = m.TLSConfig()
-	go serve(s443, ln443, true)
 	r.list = append(r.list, s443)
-	r.stop = m.Stop
+	r.stop = func() { m.Stop(); ln443.Close() }
+	log.Info("obtaining or loading the certificate", "domain", f.domain)
+	if err := m.Obtain(ctx); err != nil {
+		// Exiting would make the service manager restart us in a loop
+		// and hammer the CA's failed-validation limit; keep :80 up and
+		// try again with growing pauses instead.
+		log.Error("no certificate yet; check that the domain's DNS points at this server and ports 80 and 443 are open; retrying",
+			"domain", f.domain, "err", err)
+		go func() {
+			wait := time.Minute
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				if err := m.Obtain(ctx); err != nil {
+					wait = min(2*wait, time.Hour)
+					log.Error("still no certificate; retrying", "domain", f.domain, "retry_in", wait, "err", err)
+					continue
+				}
+				log.Info("certificate obtained; listening", "addr", ln443.Addr().String(), "scheme", "https", "domain", f.domain)
+				serve(s443, ln443, true)
+				return
+			}
+		}()
+		return r, nil
+	}
+	go serve(s443, ln443, true)
 	log.Info("listening", "addr", ln443.Addr().String(), "scheme", "https", "domain", f.domain)
 	return r, nil
 }
@@ -338,4 +376,12 @@ func lastWebhook(d *db.DB, source string) func(context.Context) time.Time {
 		t, _ := d.LastWebhookAt(ctx, source)
 		return t
 	}
+}
+
+// replayOne lets the console replay one stored call.
+type replayOne struct{ r *relay.Relay }
+
+func (o replayOne) Replay(ctx context.Context, id int64) error {
+	_, err := o.r.Replay(ctx, relay.ReplayFilter{ID: id}, nil)
+	return err
 }

@@ -9,7 +9,10 @@ import (
 	"strconv"
 
 	"wabridge/bitrix"
+	"wabridge/db"
 	"wabridge/model"
+	"wabridge/queue"
+	"wabridge/relay"
 	"wabridge/settings"
 	"wabridge/whatsapp"
 )
@@ -86,16 +89,34 @@ func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger) (*bitri
 	}), nil
 }
 
-// newWhatsApp builds the Graph client. meta.graph_url is read at start;
-// the access token at every call.
+// newWhatsApp builds the Graph client. meta.graph_url and the access token
+// are read at every call, so changed settings apply at once.
 func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger) (*whatsapp.Client, error) {
 	base, err := s.Get(ctx, settings.MetaGraphURL)
 	if err != nil {
 		return nil, err
 	}
+	if base == "" {
+		base = settings.DefaultMetaGraphURL
+	}
 	return whatsapp.New(whatsapp.Options{
-		BaseURL: base,
-		Token:   setting(s, settings.MetaAccessToken),
-		Logger:  log.With("component", "whatsapp"),
+		BaseURL:     base,
+		BaseURLFunc: setting(s, settings.MetaGraphURL),
+		Token:       setting(s, settings.MetaAccessToken),
+		Logger:      log.With("component", "whatsapp"),
 	}), nil
+}
+
+// newRelay builds the relay on the opened store; w may be nil outside
+// serve.
+func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa *whatsapp.Client, log *slog.Logger) *relay.Relay {
+	return relay.New(relay.Options{
+		DB:       st.db,
+		Writer:   w,
+		Queue:    q,
+		Config:   st.settings,
+		WhatsApp: wa,
+		Bitrix:   portal,
+		Log:      log,
+	})
 }

@@ -37,8 +37,6 @@ type GrantReader interface {
 	Forget(ctx context.Context) error
 }
 
-const bitrixBodyLimit = 1 << 20
-
 // portalFrame lets the portal show a page in its frame, which Contact
 // Center and the install wizard do, and allows Bitrix24's own script.
 func portalFrame(w http.ResponseWriter, domain string) {

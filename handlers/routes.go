@@ -28,7 +28,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /bitrix/install", s.bitrixInstall)
 	mux.HandleFunc("POST /bitrix/install", s.bitrixInstall)
 	mux.HandleFunc("POST /bitrix/placement", s.bitrixPlacement)
+	mux.HandleFunc("GET /media/{id}", s.media)
 	mux.Handle("GET /static/", s.assets)
+	s.adminRoutes(mux)
 
 	// Anything else: a 404 page rather than the mux's plain text.
 	mux.HandleFunc("/", s.notFound)

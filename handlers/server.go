@@ -12,13 +12,18 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 
 	"github.com/a-h/templ"
+	"github.com/gorilla/sessions"
 
 	"wabridge/assets"
+	"wabridge/connect"
 	"wabridge/db"
 	"wabridge/manual"
 	"wabridge/queue"
+	"wabridge/secret"
 	"wabridge/settings"
 	"wabridge/views"
 )
@@ -36,7 +41,10 @@ type Deps struct {
 	// Portal and Grants serve the Bitrix24 routes.
 	Portal Portal
 	Grants GrantReader
-	Probes Probes
+	// Inbound is the relay: it takes accepted WhatsApp webhooks and serves
+	// re-hosted media. Required.
+	Inbound Inbound
+	Probes  Probes
 	// ConnectorChanged, if set, hears what the bridge learns of the
 	// connector's state on the configured line outside the periodic
 	// check: "active" after a placement connects it, "inactive" when the
@@ -44,6 +52,29 @@ type Deps struct {
 	ConnectorChanged func(state string)
 	Version          string
 	Log              *slog.Logger
+
+	// Console (admin*.go, auth*.go, setup*.go). All optional.
+
+	// Key is the master key. The console's cookie keys are derived from
+	// it, so logins survive a restart; the zero Key gives random keys that
+	// last as long as the process.
+	Key secret.Key
+	// Domain is the domain served over HTTPS with a certificate the
+	// bridge obtained itself (serve --domain); "" when serving plain HTTP.
+	Domain string
+	// Meta checks the WhatsApp access token for the setup page's "Check
+	// now" button; nil leaves the button out.
+	Meta MetaChecker
+	// Connector registers the Contact Center connector for the setup
+	// page's "Register connector" button and lists the bound events; nil
+	// shows the command to run instead.
+	Connector connect.Client
+	// Replayer processes a stored call again from the audit page; nil
+	// leaves the Replay buttons out.
+	Replayer Replayer
+	// Conversations lists the latest conversations on the overview; nil
+	// shows a note that there are none yet.
+	Conversations Conversations
 }
 
 // Server holds the handlers' dependencies.
@@ -54,12 +85,25 @@ type Server struct {
 	settings *settings.Store
 	portal   Portal
 	grants   GrantReader
+	inbound  Inbound
 	assets   *assets.Set
 	manual   *manual.Manual
 	probes   Probes
 	onConn   func(string)
 	version  string
 	log      *slog.Logger
+
+	// Console.
+	sessions      *sessions.CookieStore
+	limiter       *failLimiter
+	totpMu        sync.Mutex // serialises read-modify-write of the TOTP record
+	cop           *http.CrossOriginProtection
+	domain        string
+	meta          MetaChecker
+	metaState     atomic.Value // string: the last "Check now" result, ok or invalid
+	connector     connect.Client
+	replayer      Replayer
+	conversations Conversations
 }
 
 // New builds the HTTP handler with every route and middleware. It fails if
@@ -73,8 +117,8 @@ func New(d Deps) (http.Handler, error) {
 }
 
 func newServer(d Deps) (*Server, error) {
-	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil || d.Portal == nil || d.Grants == nil {
-		panic("handlers: New: DB, Writer, Queue, Settings, Files, Portal and Grants are required")
+	if d.DB == nil || d.Writer == nil || d.Queue == nil || d.Settings == nil || d.Files == nil || d.Portal == nil || d.Grants == nil || d.Inbound == nil {
+		panic("handlers: New: DB, Writer, Queue, Settings, Files, Portal, Grants and Inbound are required")
 	}
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
@@ -96,10 +140,14 @@ func newServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("handlers: manual: %w", err)
 	}
 	s := &Server{
-		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants,
+		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants, inbound: d.Inbound,
 		assets: set, manual: man, probes: d.Probes, version: d.Version, onConn: d.ConnectorChanged,
 		log: d.Log.With("component", "http"),
+
+		sessions: newSessionStore(d.Key), limiter: newFailLimiter(loginFailures, loginWindow),
+		domain: d.Domain, meta: d.Meta, connector: d.Connector, replayer: d.Replayer, conversations: d.Conversations,
 	}
+	s.cop = s.crossOrigin()
 	return s, nil
 }
 

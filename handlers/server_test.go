@@ -10,8 +10,10 @@ import (
 	"wabridge/db"
 	"wabridge/db/dbtest"
 	"wabridge/queue"
+	"wabridge/relay"
 	"wabridge/secret"
 	"wabridge/settings"
+	"wabridge/whatsapp"
 )
 
 // newTestServer returns a Server on a fresh database, serving the
@@ -21,16 +23,21 @@ func newTestServer(t *testing.T, log *slog.Logger) *Server {
 	d := dbtest.New(t)
 	w := d.NewWriter(db.WriterOptions{})
 	t.Cleanup(w.Close)
+	q := queue.New(queue.Options{DB: d})
+	st := settings.New(settings.Options{DB: d, Key: secret.GenerateKey(), Env: func(string) (string, bool) { return "", false }})
+	portal := bitrix.New(bitrix.Options{Grants: noGrant{}})
 	s, err := newServer(Deps{
 		DB:       d,
 		Writer:   w,
-		Queue:    queue.New(queue.Options{DB: d}),
-		Settings: settings.New(settings.Options{DB: d, Key: secret.GenerateKey(), Env: func(string) (string, bool) { return "", false }}),
+		Queue:    q,
+		Settings: st,
 		Files:    os.DirFS(".."),
-		Portal:   bitrix.New(bitrix.Options{Grants: noGrant{}}),
+		Portal:   portal,
 		Grants:   noGrant{},
-		Version:  "test",
-		Log:      log,
+		Inbound: relay.New(relay.Options{DB: d, Writer: w, Queue: q, Config: st, Bitrix: portal,
+			WhatsApp: whatsapp.New(whatsapp.Options{BaseURL: "http://127.0.0.1:1/v25.0", Token: whatsapp.StaticToken("unused")})}),
+		Version: "test",
+		Log:     log,
 	})
 	if err != nil {
 		t.Fatal(err)

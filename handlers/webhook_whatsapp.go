@@ -75,8 +75,10 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	ev.Status, ev.HTTPStatus, ev.Payload = "accepted", http.StatusOK, body
 	ev.Duration = time.Since(start)
+	// The payload and the job that relays it commit together, and only
+	// then is the call acknowledged.
 	if err := s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := db.InsertWebhookEvent(ctx, tx, ev)
+		_, err := s.inbound.AcceptWhatsApp(ctx, tx, ev)
 		return err
 	}); err != nil {
 		// Not stored, so not acknowledged: Meta sends it again.
@@ -84,6 +86,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
 		return
 	}
+	s.inbound.Wake()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok")
 }
