@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"wabridge/db"
 	"wabridge/secret"
@@ -67,6 +68,8 @@ type openOptions struct {
 	devKey bool
 	// publicURL is app.public_url's default.
 	publicURL string
+	// cacheTTL lets settings reads be answered from memory that long.
+	cacheTTL time.Duration
 	log       *slog.Logger
 }
 
@@ -148,6 +151,6 @@ func (e *env) open(c *common, o openOptions) (*store, error) {
 		d.Close()
 		return nil, err
 	}
-	st := settings.New(settings.Options{DB: d, Key: key, Env: e.getenv, PublicURLDefault: o.publicURL, Log: log})
+	st := settings.New(settings.Options{DB: d, Key: key, Env: e.getenv, PublicURLDefault: o.publicURL, Log: log, CacheTTL: o.cacheTTL})
 	return &store{db: d, key: key, settings: st}, nil
 }

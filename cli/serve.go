@@ -67,7 +67,7 @@ func runServe(e *env, args []string) error {
 		publicURL = "https://" + f.domain
 	}
 
-	st, err := e.open(c, openOptions{devKey: f.domain == "", publicURL: publicURL, log: log})
+	st, err := e.open(c, openOptions{devKey: f.domain == "", publicURL: publicURL, log: log, cacheTTL: time.Second})
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		s.refuseWebhook(ctx, w, ev, http.StatusUnauthorized, "signature: "+err.Error(), body)
 		return
 	}
-	if _, err := whatsapp.ParseWebhook(body); err != nil {
+	if err := whatsapp.CheckWebhook(body); err != nil {
 		s.refuseWebhook(ctx, w, ev, http.StatusBadRequest, "payload: "+err.Error(), body)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"wabridge/db"
@@ -56,6 +57,12 @@ type Options struct {
 	// Log receives the store's log lines, which name keys but never carry
 	// a value. Default: discarded.
 	Log *slog.Logger
+	// CacheTTL, when positive, lets Get answer from memory for that long.
+	// Writes through this Store clear the cache at once; a write by
+	// another process (the CLI next to a running server) is seen within
+	// CacheTTL. The server sets a second, which spares the webhook hot
+	// path a query and an unseal per request. Default 0: no cache.
+	CacheTTL time.Duration
 }
 
 // Store reads and writes settings. There is no cache: every read is one
@@ -68,6 +75,50 @@ type Store struct {
 	env       func(string) (string, bool)
 	publicURL string
 	log       *slog.Logger
+
+	ttl     time.Duration
+	cacheMu sync.Mutex
+	cache   map[string]cachedValue
+}
+
+type cachedValue struct {
+	v  string
+	at time.Time
+}
+
+// cached returns name's value if it was read less than ttl ago.
+func (s *Store) cached(name string) (string, bool) {
+	if s.ttl <= 0 {
+		return "", false
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	c, ok := s.cache[name]
+	if !ok || time.Since(c.at) >= s.ttl {
+		return "", false
+	}
+	return c.v, true
+}
+
+// remember caches a value that is set. An unset value is not cached, so a
+// value entered by another process right after start is seen at once.
+func (s *Store) remember(name, v string) {
+	if s.ttl <= 0 || v == "" {
+		return
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.cache == nil {
+		s.cache = map[string]cachedValue{}
+	}
+	s.cache[name] = cachedValue{v: v, at: time.Now()}
+}
+
+// forget clears the cache after a write through this Store.
+func (s *Store) forget() {
+	s.cacheMu.Lock()
+	s.cache = nil
+	s.cacheMu.Unlock()
 }
 
 // New returns a Store over opts.DB. A nil DB is a programmer error and
@@ -88,6 +139,7 @@ func New(opts Options) *Store {
 		env:       opts.Env,
 		publicURL: opts.PublicURLDefault,
 		log:       opts.Log.With("component", "settings"),
+		ttl:       opts.CacheTTL,
 	}
 }
 
@@ -204,6 +256,17 @@ func (s *Store) Get(ctx context.Context, name string) (string, error) {
 	if name == AdminToken {
 		return "", fmt.Errorf("settings: get %s: only a hash of the admin token is kept, use CheckAdminToken: %w", name, model.ErrNotFound)
 	}
+	if v, ok := s.cached(name); ok {
+		return v, nil
+	}
+	v, err := s.get(ctx, def, name)
+	if err == nil {
+		s.remember(name, v)
+	}
+	return v, err
+}
+
+func (s *Store) get(ctx context.Context, def Def, name string) (string, error) {
 	r, inDB, err := s.readRow(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("settings: get %s: %w", name, err)
@@ -325,6 +388,7 @@ func (s *Store) List(ctx context.Context) ([]Entry, error) {
 // model.ErrUnknownKey or model.ErrInvalid for bad input). When a name
 // appears twice, the last pair wins.
 func (s *Store) Set(ctx context.Context, pairs []Pair) error {
+	defer s.forget()
 	type write struct {
 		name, value string
 		sealed      bool
@@ -452,6 +516,7 @@ func internalKey(name string) (string, error) {
 // earlier value. Internal values are not settings: no registry, no env, no
 // default.
 func (s *Store) SetSealed(ctx context.Context, name string, value []byte) error {
+	defer s.forget()
 	return s.db.InTx(ctx, func(tx *sql.Tx) error {
 		return s.SetSealedTx(ctx, tx, name, value)
 	})
@@ -460,6 +525,7 @@ func (s *Store) SetSealed(ctx context.Context, name string, value []byte) error 
 // SetSealedTx is SetSealed inside the caller's write transaction, so an
 // internal value can be stored atomically with other rows.
 func (s *Store) SetSealedTx(ctx context.Context, tx *sql.Tx, name string, value []byte) error {
+	defer s.forget()
 	key, err := internalKey(name)
 	if err != nil {
 		return fmt.Errorf("settings: set sealed: %w", err)
@@ -502,6 +568,7 @@ func (s *Store) GetSealed(ctx context.Context, name string) ([]byte, error) {
 // DeleteSealed removes the internal value stored under name. Deleting a
 // value that does not exist is not an error.
 func (s *Store) DeleteSealed(ctx context.Context, name string) error {
+	defer s.forget()
 	key, err := internalKey(name)
 	if err != nil {
 		return fmt.Errorf("settings: delete sealed: %w", err)

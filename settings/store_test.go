@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"wabridge/db"
 	"wabridge/db/dbtest"
@@ -525,4 +526,31 @@ func TestPlaintextNeverOnDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("closed", path, path+"-wal", path+"-shm")
+}
+
+// TestCacheTTL: with a cache, a value read recently is answered from
+// memory until its TTL ends, and a write through the same Store is seen at
+// once.
+func TestCacheTTL(t *testing.T) {
+	ctx := context.Background()
+	d := dbtest.New(t)
+	k := secret.GenerateKey()
+	serve := settings.New(settings.Options{DB: d, Key: k, Env: func(string) (string, bool) { return "", false }, CacheTTL: time.Hour})
+	mustSet(t, serve, "meta.app_secret", "first")
+	if v, _ := serve.Get(ctx, "meta.app_secret"); v != "first" {
+		t.Fatalf("get = %q", v)
+	}
+	other, err := db.Open(ctx, d.Path, db.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	mustSet(t, newStore(t, other, k, nil), "meta.app_secret", "second")
+	if v, _ := serve.Get(ctx, "meta.app_secret"); v != "first" {
+		t.Fatalf("a cached value was read again before its TTL: %q", v)
+	}
+	mustSet(t, serve, "meta.app_secret", "third")
+	if v, _ := serve.Get(ctx, "meta.app_secret"); v != "third" {
+		t.Fatalf("a write through the store was not seen at once: %q", v)
+	}
 }

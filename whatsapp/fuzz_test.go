@@ -16,6 +16,12 @@ func FuzzParseWebhook(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		w, err := whatsapp.ParseWebhook(body)
+		// The handler's cheap check must never refuse what parses.
+		if err == nil {
+			if cerr := whatsapp.CheckWebhook(body); cerr != nil {
+				t.Fatalf("ParseWebhook accepts, CheckWebhook refuses: %v", cerr)
+			}
+		}
 		if err != nil {
 			if w != nil {
 				t.Fatal("error with a non-nil webhook")
