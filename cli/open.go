@@ -70,7 +70,7 @@ type openOptions struct {
 	publicURL string
 	// cacheTTL lets settings reads be answered from memory that long.
 	cacheTTL time.Duration
-	log       *slog.Logger
+	log      *slog.Logger
 }
 
 // resolveKey finds the master key: --key-file, then WABRIDGE_MASTER_KEY,
