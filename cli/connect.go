@@ -49,7 +49,7 @@ func runRegisterConnector(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := newBitrix(ctx, st.settings, log)
+	client, err := newBitrix(ctx, st.settings, log, nil)
 	if err != nil {
 		return err
 	}
@@ -107,7 +107,7 @@ func runActivateConnector(e *env, args []string) error {
 		return err
 	}
 	pub, _ := st.settings.Get(ctx, settings.AppPublicURL)
-	client, err := newBitrix(ctx, st.settings, log)
+	client, err := newBitrix(ctx, st.settings, log, nil)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func runCheckToken(e *env, args []string) error {
 	if tok, err := st.settings.Get(ctx, settings.MetaAccessToken); err != nil || tok == "" {
 		return errors.New("whatsapp check-token: meta.access_token is not set: wabridge config set meta.access_token=…")
 	}
-	client, err := newWhatsApp(ctx, st.settings, log)
+	client, err := newWhatsApp(ctx, st.settings, log, nil)
 	if err != nil {
 		return err
 	}

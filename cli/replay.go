@@ -50,11 +50,11 @@ func runReplay(e *env, args []string) error {
 		return err
 	}
 	defer st.Close()
-	portal, err := newBitrix(e.ctx, st.settings, log)
+	portal, err := newBitrix(e.ctx, st.settings, log, nil)
 	if err != nil {
 		return err
 	}
-	wa, err := newWhatsApp(e.ctx, st.settings, log)
+	wa, err := newWhatsApp(e.ctx, st.settings, log, nil)
 	if err != nil {
 		return err
 	}

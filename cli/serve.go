@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"wabridge/bitrix"
 	"wabridge/certs"
 	"wabridge/db"
 	"wabridge/handlers"
+	"wabridge/metrics"
 	"wabridge/queue"
 	"wabridge/relay"
 	"wabridge/scheduler"
@@ -86,11 +88,22 @@ func runServe(e *env, args []string) error {
 		Grace:    shutdownGrace,
 		Log:      log,
 	})
-	portal, err := newBitrix(e.ctx, st.settings, log)
+	var portal *bitrix.Client
+	met := metrics.New(metrics.Options{
+		QueueDepth:      func() float64 { n, _ := q.Depth(e.ctx); return float64(n) },
+		DeadLetters:     func() float64 { n, _ := q.DeadCount(e.ctx); return float64(n) },
+		RateLimitWaits:  func() float64 { return float64(portal.Limiter().Waits()) },
+		RateLimitWaited: func() float64 { return portal.Limiter().Waited().Seconds() },
+		TokenRefreshes: func() (float64, float64) {
+			ok, failed := portal.Refreshes()
+			return float64(ok), float64(failed)
+		},
+	})
+	portal, err = newBitrix(e.ctx, st.settings, log, met.Observer("bitrix"))
 	if err != nil {
 		return err
 	}
-	wa, err := newWhatsApp(e.ctx, st.settings, log)
+	wa, err := newWhatsApp(e.ctx, st.settings, log, met.Observer("meta"))
 	if err != nil {
 		return err
 	}
@@ -108,6 +121,7 @@ func runServe(e *env, args []string) error {
 		Portal:   portal,
 		Grants:   grantStore{st.settings},
 		Inbound:  rl,
+		Metrics:  met,
 		Replayer: replayOne{rl},
 		DB:       st.db,
 		Writer:   writer,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"wabridge/bitrix"
 	"wabridge/db"
@@ -65,7 +66,7 @@ func setting(s *settings.Store, name string) func(context.Context) (string, erro
 
 // newBitrix builds the portal client. Its rate limit is read once, at
 // start: the leaky bucket must persist across calls to mean anything.
-func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger) (*bitrix.Client, error) {
+func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger, observe func(string, int, time.Duration)) (*bitrix.Client, error) {
 	rate, burst := bitrix.DefaultRatePerSec, bitrix.DefaultBurst
 	if v, err := s.Get(ctx, settings.BitrixRatePerSec); err == nil && v != "" {
 		if f, err := strconv.ParseFloat(v, 64); err == nil {
@@ -86,12 +87,13 @@ func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger) (*bitri
 		RatePerSec:   rate,
 		Burst:        burst,
 		Logger:       log.With("component", "bitrix"),
+		Observe:      observe,
 	}), nil
 }
 
 // newWhatsApp builds the Graph client. meta.graph_url and the access token
 // are read at every call, so changed settings apply at once.
-func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger) (*whatsapp.Client, error) {
+func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger, observe func(string, int, time.Duration)) (*whatsapp.Client, error) {
 	base, err := s.Get(ctx, settings.MetaGraphURL)
 	if err != nil {
 		return nil, err
@@ -104,6 +106,7 @@ func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger) (*wha
 		BaseURLFunc: setting(s, settings.MetaGraphURL),
 		Token:       setting(s, settings.MetaAccessToken),
 		Logger:      log.With("component", "whatsapp"),
+		Observe:     observe,
 	}), nil
 }
 

@@ -360,6 +360,7 @@ func (s *Server) storeBitrixEvent(ctx context.Context, r *http.Request, start ti
 	if err != nil {
 		s.log.Error("bitrix event not stored", "request_id", ev.RequestID, "err", err)
 	}
+	s.countWebhook("bitrix", status)
 	if status == "rejected" {
 		s.log.Warn("bitrix event refused", "status", code, "reason", reason, "request_id", ev.RequestID)
 	}

@@ -29,6 +29,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /bitrix/install", s.bitrixInstall)
 	mux.HandleFunc("POST /bitrix/placement", s.bitrixPlacement)
 	mux.HandleFunc("GET /media/{id}", s.media)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.adminOrBearer(s.metrics.Handler()))
+	}
 	mux.Handle("GET /static/", s.assets)
 	s.adminRoutes(mux)
 

@@ -22,6 +22,7 @@ import (
 	"wabridge/connect"
 	"wabridge/db"
 	"wabridge/manual"
+	"wabridge/metrics"
 	"wabridge/queue"
 	"wabridge/secret"
 	"wabridge/settings"
@@ -44,6 +45,9 @@ type Deps struct {
 	// Inbound is the relay: it takes accepted WhatsApp webhooks and serves
 	// re-hosted media. Required.
 	Inbound Inbound
+	// Metrics, when set, is served at /metrics (admin login or bearer
+	// token) and counts the webhooks.
+	Metrics *metrics.Metrics
 	Probes  Probes
 	// ConnectorChanged, if set, hears what the bridge learns of the
 	// connector's state on the configured line outside the periodic
@@ -86,6 +90,7 @@ type Server struct {
 	portal   Portal
 	grants   GrantReader
 	inbound  Inbound
+	metrics  *metrics.Metrics
 	assets   *assets.Set
 	manual   *manual.Manual
 	probes   Probes
@@ -140,7 +145,7 @@ func newServer(d Deps) (*Server, error) {
 		return nil, fmt.Errorf("handlers: manual: %w", err)
 	}
 	s := &Server{
-		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants, inbound: d.Inbound,
+		db: d.DB, writer: d.Writer, queue: d.Queue, settings: d.Settings, portal: d.Portal, grants: d.Grants, inbound: d.Inbound, metrics: d.Metrics,
 		assets: set, manual: man, probes: d.Probes, version: d.Version, onConn: d.ConnectorChanged,
 		log: d.Log.With("component", "http"),
 
@@ -187,5 +192,12 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 func (s *Server) connectorChanged(state string) {
 	if s.onConn != nil {
 		s.onConn(state)
+	}
+}
+
+// countWebhook adds one webhook call to the metrics.
+func (s *Server) countWebhook(source, status string) {
+	if s.metrics != nil {
+		s.metrics.Webhook(source, status)
 	}
 }

@@ -87,6 +87,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.inbound.Wake()
+	s.countWebhook("whatsapp", "accepted")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok")
 }
@@ -95,6 +96,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 // payload may be nil when the body could not be read.
 func (s *Server) refuseWebhook(ctx context.Context, w http.ResponseWriter, ev db.WebhookEvent, status int, reason string, payload []byte) {
 	ev.Status, ev.HTTPStatus, ev.Error, ev.Payload = "rejected", status, reason, payload
+	s.countWebhook(ev.Source, "rejected")
 	ev.Duration = time.Since(ev.ReceivedAt)
 	if err := s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := db.InsertWebhookEvent(ctx, tx, ev)

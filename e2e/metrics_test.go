@@ -1,0 +1,90 @@
+package e2e_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"wabridge/whatsapp/whatsapptest"
+)
+
+// scrapeMetrics fetches /metrics with the bearer token and returns each
+// sample's value by name and labels.
+func scrapeMetrics(t *testing.T, url, token string) map[string]float64 {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readAll(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics with the token: %d", resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.Metric {
+			key := name
+			for _, l := range m.Label {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+// TestMetrics: /metrics is refused without the admin login or token, parses
+// as Prometheus text with it, and moves when a message flows.
+func TestMetrics(t *testing.T) {
+	b := connectedBridge(t)
+	const token = "metrics-admin-token-5f4e3d2c1b"
+	if r := b.in.run("config", "set", "admin.token="+token); r.code != 0 {
+		t.Fatalf("config: %+v", r)
+	}
+	resp, err := http.Get(b.srv.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readAll(t, resp); resp.StatusCode == 200 {
+		t.Fatal("/metrics answered without authentication")
+	}
+	req, _ := http.NewRequest(http.MethodGet, b.srv.url+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer wrong-token-123456789")
+	resp, _ = http.DefaultClient.Do(req)
+	if readAll(t, resp); resp.StatusCode == 200 {
+		t.Fatal("/metrics answered a wrong token")
+	}
+	before := scrapeMetrics(t, b.srv.url, token)
+	b.post(t, whatsapptest.NewBuilder().Text("Zählt das mit?"))
+	b.waitSent(t, 1)
+	after := scrapeMetrics(t, b.srv.url, token)
+	for _, key := range []string{
+		"wabridge_webhooks_total,source=whatsapp,status=accepted",
+		"wabridge_api_calls_total,api=bitrix,method=imconnector.send.messages,result=2xx",
+	} {
+		if after[key] <= before[key] {
+			t.Errorf("%s did not move: %v → %v", key, before[key], after[key])
+		}
+	}
+	if _, ok := after["wabridge_queue_depth"]; !ok {
+		t.Error("no queue depth gauge")
+	}
+	b.srv.stop()
+}
