@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -93,6 +95,18 @@ var retryableCodes = map[string]bool{
 	// An access token that stays expired right after a refresh is a
 	// clock or replication hiccup on the portal, not a dead grant.
 	"EXPIRED_TOKEN": true,
+}
+
+// Codes returns, sorted, every error code that Retryable classifies by
+// name, permanent and retryable alike. Each is a failure an administrator
+// may meet (in the log, a dead letter, a command's output), so the
+// manual's troubleshooting page gives the cause and fix of every one; a
+// test holds the page to this list.
+func Codes() []string {
+	codes := slices.Collect(maps.Keys(permanentCodes))
+	codes = append(codes, slices.Collect(maps.Keys(retryableCodes))...)
+	slices.Sort(codes)
+	return slices.Compact(codes)
 }
 
 // Retryable reports whether the same request may succeed later: rate and

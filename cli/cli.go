@@ -66,6 +66,7 @@ func commands() []command {
 		{"bitrix activate-connector", "[--line=ID]", "activate the connector on an Open Channel and check STATUS and CONFIGURED", runActivateConnector},
 		{"whatsapp check-token", "", "check the Meta access token against the phone number", runCheckToken},
 		{"replay", "[--id N] [--since DURATION] [--source whatsapp|bitrix]", "process stored webhook calls again (idempotent)", runReplay},
+		{"prune", "[--older-than DURATION]", "delete processed audit entries and media older than retention.days, then give the space back", runPrune},
 		{"backup", "FILE", "write a consistent copy of the database while it is in use", runBackup},
 		{"keys rotate", "--new-key-file F", "re-seal every secret under a new master key", runKeysRotate},
 		{"admin totp-reset", "", "forget the console's authenticator app; the next sign-in sets up a new one", runAdminTOTPReset},

@@ -107,9 +107,10 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rl := newRelay(st, writer, q, portal, wa, log)
-	rl.Register(q)
 	up := newUpkeep(st.settings, portal, wa)
+	rl := newRelay(st, writer, q, portal, wa, log, func(state string) { up.metaToken.Store(state) })
+	rl.Register(q)
+	up.retention = &retention{db: st.db, relay: rl, settings: st.settings, now: time.Now}
 	sched, err := scheduler.New(scheduler.Options{DB: st.db, Log: log})
 	if err != nil {
 		return err
@@ -117,6 +118,10 @@ func runServe(e *env, args []string) error {
 	if err := up.schedule(sched); err != nil {
 		return err
 	}
+	// The console's live overview; closed at shutdown so that open event
+	// streams do not hold the server's grace period.
+	live := handlers.NewLive(handlers.LiveOptions{Log: log})
+	defer live.Close()
 	handler, err := handlers.New(handlers.Deps{
 		Portal:   portal,
 		Grants:   grantStore{st.settings},
@@ -133,7 +138,7 @@ func runServe(e *env, args []string) error {
 			BitrixConnector: up.connectorState,
 			MetaToken:       up.metaTokenState,
 			LastInbound:     rl.LastInbound,
-			LastOutbound:    lastWebhook(st.db, "bitrix"),
+			LastOutbound:    rl.LastOutbound,
 		},
 		ConnectorChanged: func(state string) { up.connector.Store(state) },
 		Version:          e.build.Version,
@@ -147,6 +152,10 @@ func runServe(e *env, args []string) error {
 			return err
 		}),
 		Connector: portal,
+		// The overview's conversations and chart, the conversation
+		// pages, and their live updates.
+		Conversations: rl,
+		Live:          live,
 	})
 	if err != nil {
 		return err
@@ -179,6 +188,8 @@ func runServe(e *env, args []string) error {
 	}
 
 	// Requests and jobs finish side by side within one grace period.
+	// Event streams never finish by themselves: end them first.
+	live.Close()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -382,13 +393,6 @@ func retrySchedule(s *settings.Store, log *slog.Logger) func(context.Context) []
 		}
 		log.Warn("relay.retry_schedule unreadable; using the default", "err", err)
 		return queue.DefaultSchedule
-	}
-}
-
-func lastWebhook(d *db.DB, source string) func(context.Context) time.Time {
-	return func(ctx context.Context) time.Time {
-		t, _ := d.LastWebhookAt(ctx, source)
-		return t
 	}
 }
 

@@ -22,6 +22,8 @@ type upkeep struct {
 	wa        *whatsapp.Client
 	connector atomic.Value // string: active, inactive or unknown
 	metaToken atomic.Value // string: ok, invalid or unknown
+	// retention is the daily clean-up; serve sets it before schedule.
+	retention *retention
 }
 
 func newUpkeep(s *settings.Store, portal *bitrix.Client, wa *whatsapp.Client) *upkeep {
@@ -40,6 +42,10 @@ func (u *upkeep) schedule(s *scheduler.Scheduler) error {
 		s.Every("bitrix_grant_refresh", 10*time.Minute, u.refreshGrant, scheduler.RunAtStart()),
 		s.Every("bitrix_connector_check", 15*time.Minute, u.checkConnector, scheduler.RunAtStart()),
 		s.Daily("meta_token_check", 4, 0, u.checkMetaToken, scheduler.RunAtStart()),
+		// At 03:00, when few customers write, and not at start: the first
+		// run may compact the database once, which holds up writers for
+		// a few seconds.
+		s.Daily("retention_prune", 3, 0, u.prune, scheduler.Timeout(retentionTimeout)),
 	)
 }
 
@@ -101,6 +107,15 @@ func (u *upkeep) checkMetaToken(ctx context.Context) (string, error) {
 	}
 	u.metaToken.Store("ok")
 	return "ok", nil
+}
+
+// prune is the retention_prune job: "deleted N audit rows, M files (X MB),
+// cleared K messages; freed Y MB".
+func (u *upkeep) prune(ctx context.Context) (string, error) {
+	if u.retention == nil {
+		return "", errors.New("retention is not set up in this process")
+	}
+	return u.retention.job(ctx)
 }
 
 func (u *upkeep) connectorState(context.Context) string { return u.connector.Load().(string) }

@@ -110,16 +110,18 @@ func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger, obser
 	}), nil
 }
 
-// newRelay builds the relay on the opened store; w may be nil outside
-// serve.
-func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa *whatsapp.Client, log *slog.Logger) *relay.Relay {
+// newRelay builds the relay on the opened store; w and onMetaToken may be
+// nil outside serve.
+func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa *whatsapp.Client, log *slog.Logger, onMetaToken func(string)) *relay.Relay {
 	return relay.New(relay.Options{
-		DB:       st.db,
-		Writer:   w,
-		Queue:    q,
-		Config:   st.settings,
-		WhatsApp: wa,
-		Bitrix:   portal,
-		Log:      log,
+		DB:          st.db,
+		Writer:      w,
+		Queue:       q,
+		Config:      st.settings,
+		WhatsApp:    wa,
+		Bitrix:      portal,
+		Grants:      grantStore{st.settings},
+		OnMetaToken: onMetaToken,
+		Log:         log,
 	})
 }

@@ -117,14 +117,14 @@ func BenchmarkIngest(b *testing.B) {
 	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, err := io.ReadAll(io.LimitReader(r.Body, 3<<20))
 		if err != nil {
-			http.Error(w, "read", 400)
+			http.Error(w, "read", http.StatusBadRequest)
 			return
 		}
 		mac := hmac.New(sha256.New, []byte(testAppSecret))
 		mac.Write(raw)
 		want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 		if !hmac.Equal([]byte(want), []byte(r.Header.Get("X-Hub-Signature-256"))) {
-			http.Error(w, "signature", 401)
+			http.Error(w, "signature", http.StatusUnauthorized)
 			return
 		}
 		io.WriteString(w, "ok")

@@ -3,8 +3,11 @@ package handlers
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
+	"wabridge/relay"
 	"wabridge/scheduler"
 	"wabridge/views"
 )
@@ -29,26 +32,21 @@ type Replayer interface {
 	Replay(ctx context.Context, id int64) error
 }
 
-// Conversations lists conversations for the console.
+// Conversations is what the console reads of the relay's conversations.
+// *relay.Relay implements it.
 type Conversations interface {
 	// Recent returns up to n conversations, the one with the latest
 	// message first.
-	Recent(ctx context.Context, n int) ([]ConversationSummary, error)
-}
-
-// ConversationSummary is one conversation as the overview lists it.
-type ConversationSummary struct {
-	ID int64
-	// Name is the customer's WhatsApp profile name, if known.
-	Name string
-	// Phone is the customer's number as WhatsApp gives it (wa_id).
-	Phone string
-	// LastText is the text (or a description such as "[image]") of the
-	// latest message.
-	LastText string
-	LastAt   time.Time
-	// Inbound is true when the latest message came from the customer.
-	Inbound bool
+	Recent(ctx context.Context, n int) ([]relay.ConversationSummary, error)
+	// Conversation returns one conversation with its newest limit
+	// messages, oldest first; an unknown id is model.ErrNotFound.
+	Conversation(ctx context.Context, contactID int64, limit int) (relay.ConversationDetail, error)
+	// Volume counts messages per interval of length bucket from since
+	// until now.
+	Volume(ctx context.Context, since time.Time, bucket time.Duration) ([]relay.VolumePoint, error)
+	// ChangeMark returns a value that changes when a message or its state
+	// does; the live overview compares it to notice activity.
+	ChangeMark(ctx context.Context) (string, error)
 }
 
 // adminRoutes declares the console's routes. Every page needs a complete
@@ -64,6 +62,9 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 
 	mux.Handle("GET /admin", guard(s.dashboard))
 	mux.Handle("GET /admin/{$}", guard(s.dashboard))
+	mux.Handle("GET /admin/events", s.cop.Handler(backgroundRequest(s.requireAdmin(s.liveEvents))))
+	mux.Handle("GET /admin/conversations/{id}", guard(s.conversationPage))
+	mux.Handle("POST /admin/conversations/{id}/replay/{event}", guard(s.conversationReplay))
 
 	mux.Handle("GET /setup", guard(s.setupPage))
 	mux.Handle("POST /setup/check-meta", guard(s.setupCheckMeta))
@@ -103,15 +104,32 @@ func (s *Server) console(r *http.Request, title string, active views.AdminNav) v
 	return views.Console{Page: p, Active: active, DeadLetters: dead}
 }
 
-// dashboard is the console's overview: queue and failed messages, the
-// latest problems, the next setup step and the latest conversations.
+// dashboard is the console's overview: queue and failed messages, message
+// volume, the latest conversations and the latest problems, kept up to
+// date by the event stream at /admin/events (see events.go).
 func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	c := s.console(r, "Overview", views.AdminDashboard)
-	p := views.DashboardProps{Console: c, DeadLetters: c.DeadLetters, SetupNext: s.setupNext(ctx)}
+	// The mark is read before the data, so the stream can only err on
+	// the side of sending the page's parts again.
+	live := s.liveURL(ctx)
+	p := s.dashboardData(ctx)
+	p.Console = s.console(r, "Overview", views.AdminDashboard)
+	p.DeadLetters = p.Console.DeadLetters
+	p.LiveURL = live
+	s.render(w, r, http.StatusOK, views.Dashboard(p))
+}
+
+// dashboardData reads what the overview shows, except the frame (Console),
+// for the page and for its event stream alike. What cannot be read is
+// logged and left out.
+func (s *Server) dashboardData(ctx context.Context) views.DashboardProps {
+	p := views.DashboardProps{SetupNext: s.setupNext(ctx)}
 	var err error
 	if p.QueueDepth, err = s.queue.Depth(ctx); err != nil {
 		s.log.Error("console: queue depth", "err", err)
+	}
+	if p.DeadLetters, err = s.queue.DeadCount(ctx); err != nil {
+		s.log.Error("console: dead letters", "err", err)
 	}
 	if t, err := s.db.LastWebhookAt(ctx, "whatsapp"); err == nil && !t.IsZero() {
 		p.LastInbound = formatTime(t)
@@ -128,6 +146,9 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 				p.JobProblems = append(p.JobProblems, views.JobProblem{Name: jobTitle(name), At: formatTime(run.LastRun), Error: run.Error})
 			}
 		}
+		// Map order is random; a stable order keeps the live page from
+		// changing when nothing did.
+		slices.SortFunc(p.JobProblems, func(a, b views.JobProblem) int { return strings.Compare(a.Name, b.Name) })
 	}
 	if s.conversations != nil {
 		p.ConversationsWired = true
@@ -137,16 +158,11 @@ func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
 			p.ConversationsError = "The conversations could not be read just now; the server log has the details."
 		}
 		for _, cv := range list {
-			name := cv.Name
-			if name == "" {
-				name = "+" + cv.Phone
-			}
-			p.Conversations = append(p.Conversations, views.ConversationRow{
-				Customer: name, Phone: "+" + cv.Phone, LastText: clip(cv.LastText, 120), LastAt: formatTime(cv.LastAt), Inbound: cv.Inbound,
-			})
+			p.Conversations = append(p.Conversations, conversationRow(cv))
 		}
+		p.Volume = s.volumeChart(ctx)
 	}
-	s.render(w, r, http.StatusOK, views.Dashboard(p))
+	return p
 }
 
 // jobTitle names a scheduled check in plain words.

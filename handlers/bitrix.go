@@ -354,11 +354,19 @@ func (s *Server) storeBitrixEvent(ctx context.Context, r *http.Request, start ti
 		Status: status, HTTPStatus: code, Duration: time.Since(start), Payload: payload, Error: reason,
 	}
 	err := s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if status == "accepted" {
+			// The event and the job that relays it commit together:
+			// Bitrix24 never sends an event twice.
+			_, err := s.inbound.AcceptBitrix(ctx, tx, ev)
+			return err
+		}
 		_, err := db.InsertWebhookEvent(ctx, tx, ev)
 		return err
 	})
 	if err != nil {
 		s.log.Error("bitrix event not stored", "request_id", ev.RequestID, "err", err)
+	} else if status == "accepted" {
+		s.inbound.Wake()
 	}
 	s.countWebhook("bitrix", status)
 	if status == "rejected" {

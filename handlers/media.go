@@ -16,8 +16,10 @@ import (
 
 // Inbound is what the webhook and media routes need of the relay.
 type Inbound interface {
-	// AcceptWhatsApp stores the audit row and its processing job in tx.
+	// AcceptWhatsApp and AcceptBitrix store the audit row and its
+	// processing job in tx.
 	AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
+	AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
 	// Wake starts work on what was just committed.
 	Wake()
 	// Media returns a re-hosted file by its unguessable id.

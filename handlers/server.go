@@ -76,9 +76,15 @@ type Deps struct {
 	// Replayer processes a stored call again from the audit page; nil
 	// leaves the Replay buttons out.
 	Replayer Replayer
-	// Conversations lists the latest conversations on the overview; nil
-	// shows a note that there are none yet.
+	// Conversations lists the latest conversations on the overview and
+	// serves the conversation pages; nil shows a note that there are
+	// none yet.
 	Conversations Conversations
+	// Live wakes the overview's event stream (GET /admin/events) when
+	// something changed; the caller closes it at shutdown to end open
+	// streams. nil gives the server a Live of its own, whose streams end
+	// only when their readers leave.
+	Live *Live
 }
 
 // Server holds the handlers' dependencies.
@@ -109,6 +115,7 @@ type Server struct {
 	connector     connect.Client
 	replayer      Replayer
 	conversations Conversations
+	live          *Live
 }
 
 // New builds the HTTP handler with every route and middleware. It fails if
@@ -153,6 +160,13 @@ func newServer(d Deps) (*Server, error) {
 		domain: d.Domain, meta: d.Meta, connector: d.Connector, replayer: d.Replayer, conversations: d.Conversations,
 	}
 	s.cop = s.crossOrigin()
+	s.live = d.Live
+	if s.live == nil {
+		s.live = NewLive(LiveOptions{Log: d.Log})
+	}
+	s.live.setProbe(s.liveMark)
+	// An accepted webhook wakes the console's live pages too.
+	s.inbound = notifyingInbound{Inbound: d.Inbound, live: s.live}
 	return s, nil
 }
 
@@ -187,6 +201,18 @@ func (s *Server) errorPage(w http.ResponseWriter, r *http.Request, status int, m
 		Message:   message,
 		RequestID: RequestID(r.Context()),
 	}))
+}
+
+// notifyingInbound is the relay as the webhook handler sees it, with Wake
+// also waking the console's live pages.
+type notifyingInbound struct {
+	Inbound
+	live *Live
+}
+
+func (n notifyingInbound) Wake() {
+	n.Inbound.Wake()
+	n.live.Notify()
 }
 
 func (s *Server) connectorChanged(state string) {

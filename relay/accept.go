@@ -115,8 +115,14 @@ func (r *Relay) runWhatsAppEvent(ctx context.Context, payload []byte) error {
 // waitingEvents lists, oldest first, up to maxDrain accepted WhatsApp
 // events with ids up to upTo.
 func (r *Relay) waitingEvents(ctx context.Context, upTo int64) ([]int64, error) {
+	return r.waitingEventsOf(ctx, "whatsapp", upTo)
+}
+
+// waitingEventsOf lists, oldest first, up to maxDrain accepted events of
+// source with ids up to upTo.
+func (r *Relay) waitingEventsOf(ctx context.Context, source string, upTo int64) ([]int64, error) {
 	rows, err := r.db.R.QueryContext(ctx, `SELECT id FROM webhook_events
-		WHERE source = 'whatsapp' AND status = 'accepted' AND id <= ? ORDER BY id LIMIT ?`, upTo, maxDrain)
+		WHERE source = ? AND status = 'accepted' AND id <= ? ORDER BY id LIMIT ?`, source, upTo, maxDrain)
 	if err != nil {
 		return nil, errorf("list waiting events", err)
 	}
@@ -489,30 +495,27 @@ type ReplayFilter struct {
 	ID int64
 	// Since selects events received within this duration before now.
 	Since time.Duration
-	// Source is "whatsapp", "bitrix" or "" for every source this version
-	// relays (today: WhatsApp).
+	// Source is "whatsapp", "bitrix" or "" for both.
 	Source string
 }
 
 // Replay processes stored webhook payloads again, oldest first, and returns
-// how many it processed. It is idempotent: messages already stored are
-// skipped by their wamid, statuses already reported are not reported twice.
-// Events that were rejected (for example for a bad signature) are never
-// replayed. progress, if not nil, is called after each chunk with the
-// number done so far and the total. An ID that does not exist is
-// model.ErrNotFound; an ID of a rejected event, or Source "bitrix", is
-// model.ErrInvalid (Bitrix24 events are relayed by the outbound direction).
+// how many it processed. It is idempotent: WhatsApp messages already
+// stored are skipped by their wamid, operators' messages by their Bitrix24
+// message id, statuses already reported are not reported twice. Events
+// that were rejected (for example for a bad signature) are never replayed.
+// progress, if not nil, is called after each chunk with the number done so
+// far and the total. An ID that does not exist is model.ErrNotFound; an ID
+// of a rejected event, or an unknown Source, is model.ErrInvalid.
 func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, total int)) (int, error) {
 	switch f.Source {
-	case "", "whatsapp":
-	case "bitrix":
-		return 0, fmt.Errorf("relay: replay: Bitrix24 events are not relayed by this version: %w", model.ErrInvalid)
+	case "", "whatsapp", "bitrix":
 	default:
 		return 0, fmt.Errorf("relay: replay: unknown source %q: %w", f.Source, model.ErrInvalid)
 	}
 	if f.ID > 0 {
-		var src, status string
-		err := r.db.R.QueryRowContext(ctx, `SELECT source, status FROM webhook_events WHERE id = ?`, f.ID).Scan(&src, &status)
+		var status string
+		err := r.db.R.QueryRowContext(ctx, `SELECT status FROM webhook_events WHERE id = ?`, f.ID).Scan(&status)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return 0, fmt.Errorf("relay: replay event %d: %w", f.ID, model.ErrNotFound)
@@ -520,12 +523,14 @@ func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, 
 			return 0, errorf("replay", err)
 		case status == eventRejected:
 			return 0, fmt.Errorf("relay: replay event %d: it was rejected when it arrived and is never processed: %w", f.ID, model.ErrInvalid)
-		case src != "whatsapp":
-			return 0, fmt.Errorf("relay: replay event %d: a %s event is not relayed by this version: %w", f.ID, src, model.ErrInvalid)
 		}
 	}
-	q := `SELECT id, received_at FROM webhook_events WHERE source = 'whatsapp' AND status <> 'rejected'`
+	q := `SELECT id, source, received_at FROM webhook_events WHERE source IN ('whatsapp', 'bitrix') AND status <> 'rejected'`
 	var args []any
+	if f.Source != "" {
+		q += ` AND source = ?`
+		args = append(args, f.Source)
+	}
 	if f.ID > 0 {
 		q += ` AND id = ?`
 		args = append(args, f.ID)
@@ -542,11 +547,15 @@ func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, 
 	if err != nil {
 		return 0, errorf("replay: list events", err)
 	}
-	var ids []int64
+	type stored struct {
+		id     int64
+		source string
+	}
+	var evs []stored
 	for rows.Next() {
-		var id int64
+		var ev stored
 		var received string
-		if err := rows.Scan(&id, &received); err != nil {
+		if err := rows.Scan(&ev.id, &ev.source, &received); err != nil {
 			rows.Close()
 			return 0, errorf("replay: list events", err)
 		}
@@ -555,7 +564,7 @@ func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, 
 				continue
 			}
 		}
-		ids = append(ids, id)
+		evs = append(evs, ev)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -563,17 +572,32 @@ func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, 
 	}
 	done := 0
 	if progress != nil {
-		progress(0, len(ids))
+		progress(0, len(evs))
 	}
 	const chunk = 50
-	for start := 0; start < len(ids); start += chunk {
+	for start := 0; start < len(evs); {
 		if err := ctx.Err(); err != nil {
 			return done, errorf("replay", err)
 		}
-		part := ids[start:min(start+chunk, len(ids))]
-		r.eventMu.Lock()
-		results, err := r.processEvents(ctx, part, true)
-		r.eventMu.Unlock()
+		// A chunk holds events of one source, in id order.
+		end := start + 1
+		for end < len(evs) && end-start < chunk && evs[end].source == evs[start].source {
+			end++
+		}
+		part := make([]int64, 0, end-start)
+		for _, ev := range evs[start:end] {
+			part = append(part, ev.id)
+		}
+		var results []eventResult
+		if evs[start].source == "bitrix" {
+			r.bxEventMu.Lock()
+			results, err = r.processBitrixEvents(ctx, part, true)
+			r.bxEventMu.Unlock()
+		} else {
+			r.eventMu.Lock()
+			results, err = r.processEvents(ctx, part, true)
+			r.eventMu.Unlock()
+		}
 		if err != nil {
 			return done, err
 		}
@@ -584,8 +608,9 @@ func (r *Relay) Replay(ctx context.Context, f ReplayFilter, progress func(done, 
 			done++
 		}
 		if progress != nil {
-			progress(done, len(ids))
+			progress(done, len(evs))
 		}
+		start = end
 	}
 	r.Wake()
 	return done, nil

@@ -86,9 +86,14 @@ func (r *Relay) describeDead(ctx context.Context, table string, id int64, attemp
 			WHERE s.id = ?`, id).Scan(&kind, &wamid)
 		return fmt.Sprintf("The %q status of WhatsApp message %s could not be reported to Bitrix24 after %d attempts: %s", kind, wamid, attempts, reason)
 	}
-	var phone, wamid, body string
-	_ = r.db.R.QueryRowContext(ctx, `SELECT c.phone, coalesce(m.wamid, ''), m.body FROM messages m JOIN contacts c ON c.id = m.contact_id
-		WHERE m.id = ?`, id).Scan(&phone, &wamid, &body)
+	var phone, wamid, body, direction string
+	var bxMsg int64
+	_ = r.db.R.QueryRowContext(ctx, `SELECT c.phone, coalesce(m.wamid, ''), m.body, m.direction, coalesce(m.bitrix_message_id, 0)
+		FROM messages m JOIN contacts c ON c.id = m.contact_id WHERE m.id = ?`, id).Scan(&phone, &wamid, &body, &direction, &bxMsg)
+	if direction == "out" {
+		return fmt.Sprintf("The operator's message “%s” to %s (Bitrix24 message %d) was not sent to WhatsApp: %s",
+			oneLine(body, 60), phone, bxMsg, reason)
+	}
 	return fmt.Sprintf("The WhatsApp message “%s” from %s (%s) did not reach Bitrix24 after %d attempts: %s",
 		oneLine(body, 60), phone, wamid, attempts, reason)
 }

@@ -317,7 +317,7 @@ func TestReplay(t *testing.T) {
 	}{
 		{relay.ReplayFilter{ID: 424242}, model.ErrNotFound},
 		{relay.ReplayFilter{ID: rejected}, model.ErrInvalid},
-		{relay.ReplayFilter{Source: "bitrix"}, model.ErrInvalid},
+		{relay.ReplayFilter{Source: "telegram"}, model.ErrInvalid},
 	} {
 		if _, err := e.r.Replay(e.ctx, tt.f, nil); !errors.Is(err, tt.want) {
 			t.Errorf("Replay(%+v) = %v, want %v", tt.f, err, tt.want)

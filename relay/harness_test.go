@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"path"
 	"strings"
@@ -64,6 +65,7 @@ type env struct {
 	st     *settings.Store
 	wa     *whatsapptest.Server
 	portal *bitrixtest.Portal
+	grants *grants
 	bx     *bitrix.Client
 	r      *relay.Relay
 	b      *whatsapptest.Builder
@@ -89,6 +91,10 @@ type envOptions struct {
 	quiet bool
 	// noStart leaves the queue and the pump stopped.
 	noStart bool
+	// waTransport, when set, carries the Graph client's requests.
+	waTransport http.RoundTripper
+	// tune adjusts the relay's options before New.
+	tune func(*relay.Options)
 }
 
 type testWriter struct{ t testing.TB }
@@ -138,7 +144,11 @@ func newEnvWith(t testing.TB, o envOptions, bxHTTP func(*bitrixtest.Portal) *bit
 	e.setSettings(vals)
 
 	e.wa = whatsapptest.NewServer(t, whatsapptest.Options{})
-	wac := whatsapp.New(whatsapp.Options{BaseURL: e.wa.BaseURL(), Token: whatsapp.StaticToken(e.wa.Token())})
+	waOpts := whatsapp.Options{BaseURL: e.wa.BaseURL(), Token: whatsapp.StaticToken(e.wa.Token())}
+	if o.waTransport != nil {
+		waOpts.HTTPClient = &http.Client{Transport: o.waTransport}
+	}
+	wac := whatsapp.New(waOpts)
 
 	popts := bitrixtest.Options{}
 	if o.limit {
@@ -146,6 +156,7 @@ func newEnvWith(t testing.TB, o envOptions, bxHTTP func(*bitrixtest.Portal) *bit
 	}
 	e.portal = bitrixtest.New(t, popts)
 	e.portal.ActivateLine(testConnector, testLine)
+	e.grants = &grants{g: e.portal.Grant()}
 	if o.rate == 0 {
 		o.rate, o.burst = 1000, 1000
 	}
@@ -153,7 +164,7 @@ func newEnvWith(t testing.TB, o envOptions, bxHTTP func(*bitrixtest.Portal) *bit
 		ClientID:     bitrix.Static(e.portal.ClientID()),
 		ClientSecret: bitrix.Static(e.portal.ClientSecret()),
 		OAuthURL:     bitrix.Static(e.portal.OAuthURL()),
-		Grants:       &grants{g: e.portal.Grant()},
+		Grants:       e.grants,
 		RatePerSec:   o.rate,
 		Burst:        o.burst,
 		RetryBase:    5 * time.Millisecond,
@@ -174,10 +185,14 @@ func newEnvWith(t testing.TB, o envOptions, bxHTTP func(*bitrixtest.Portal) *bit
 		OnDead:   func(_ context.Context, dl queue.DeadLetter) { e.dead <- dl },
 		Log:      log,
 	})
-	e.r = relay.New(relay.Options{
+	ropts := relay.Options{
 		DB: e.d, Writer: e.w, Queue: e.q, Config: e.st, WhatsApp: wac, Bitrix: e.bx, Log: log,
-		HoldWait: 50 * time.Millisecond, MaxMediaBytes: o.maxMedia,
-	})
+		HoldWait: 50 * time.Millisecond, MaxMediaBytes: o.maxMedia, Grants: e.grants,
+	}
+	if o.tune != nil {
+		o.tune(&ropts)
+	}
+	e.r = relay.New(ropts)
 	e.r.Register(e.q)
 	e.b = whatsapptest.NewBuilder()
 	if !o.noStart {

@@ -7,30 +7,49 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"wabridge/bitrix"
 	"wabridge/settings"
 )
 
-// Run delivers messages and status reports to Bitrix24 until ctx is done.
-// It sleeps until Wake is called or the next retry is due; it never polls
-// an idle database (IdleWait only bounds the sleep in case another process
-// wrote rows). A call in flight when ctx ends is finished and its outcome
-// recorded before Run returns, so a stop repeats no call.
+// Run delivers messages and status reports to Bitrix24, and operators'
+// messages to WhatsApp, until ctx is done. It runs two pumps, inbound and
+// outbound; each sleeps until Wake is called or its next retry is due and
+// never polls an idle database (IdleWait only bounds the sleep in case
+// another process wrote rows). A call in flight when ctx ends is finished
+// and its outcome recorded before Run returns, so a stop repeats no call.
 //
-// Order: each round takes, per conversation, only the oldest unfinished
-// inbound message, and only when it is ready (its file fetched) and due.
-// A later message of the same conversation therefore never overtakes an
-// earlier one, also across retries, until the earlier one is delivered or
-// has become a dead letter.
+// Inbound order: each round takes, per conversation, only the oldest
+// unfinished inbound message, and only when it is ready (its file fetched)
+// and due. A later message of the same conversation therefore never
+// overtakes an earlier one, also across retries, until the earlier one is
+// delivered or has become a dead letter.
 //
-// Batching: the heads of up to BatchSize conversations of one channel go
-// into one imconnector.send.messages call, paced by the Bitrix24 client's
-// limiter, so a backlog of many customers costs few calls. Once a quarter
-// of the portal's burst is used, the pump calls at most once per drain
-// interval, so the calls it makes carry more (see paceShare).
+// Inbound batching: the heads of up to BatchSize conversations of one
+// channel go into one imconnector.send.messages call, paced by the
+// Bitrix24 client's limiter, so a backlog of many customers costs few
+// calls. Once a quarter of the portal's burst is used, the pump calls at
+// most once per drain interval, so the calls it makes carry more (see
+// paceShare).
+//
+// Outbound: a pump of its own rather than one queue job per message,
+// because the order of a conversation, the per-number rate and the pauses
+// WhatsApp asks for (131056, a refused token) are all decisions about the
+// next message of a conversation that a row's next_attempt_at expresses
+// and a job queue would have to re-derive. Each round hands the oldest
+// unsent, due message of up to OutboundWorkers conversations to workers;
+// a conversation's next message starts only after the previous one's
+// outcome is recorded (sent, blocked, dead), so order holds across
+// retries. Sends from one business number are spaced to at most
+// MessagesPerSecond. A worker finishing, AcceptBitrix's Wake and a dead
+// letter's retry wake the pump.
 func (r *Relay) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.runOutbound(ctx) }()
+	defer wg.Wait()
 	r.log.Info("delivery pump started")
 	defer r.log.Info("delivery pump stopped")
 	for ctx.Err() == nil {

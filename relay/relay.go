@@ -1,6 +1,7 @@
 // Package relay is the bridge itself: it turns what a customer sends on
-// WhatsApp into messages in the operator's Bitrix24 Open Lines chat, and
-// tells Bitrix24 what WhatsApp reports about the operator's replies.
+// WhatsApp into messages in the operator's Bitrix24 Open Lines chat, sends
+// the operator's replies to the customer on WhatsApp, and tells Bitrix24
+// what WhatsApp reports about those replies.
 //
 // The inbound path has three stages, each durable before the next starts:
 //
@@ -16,8 +17,11 @@
 //     that exhausts it becomes a dead letter in the queue's list and stops
 //     blocking its conversation; retrying the dead letter sends it again.
 //
-// The package owns the tables channels, contacts, messages, media and
-// status_reports, and writes them with plain SQL.
+// The outbound path (operator → customer) is described on AcceptBitrix and
+// Run.
+//
+// The package owns the tables channels, contacts, messages, outbound_parts,
+// media and status_reports, and writes them with plain SQL.
 package relay
 
 import (
@@ -25,6 +29,7 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +54,9 @@ const (
 	// JobLead looks a new customer up in the CRM and creates a lead when
 	// none exists (payload {"contact_id":N}).
 	JobLead queue.Job = "relay.lead"
+	// JobBitrixEvent processes one stored Bitrix24 event (payload
+	// {"event_id":N}): operators' messages become outbound messages.
+	JobBitrixEvent queue.Job = "relay.bitrix_event"
 	// JobRedeliver is the dead-letter entry of a message or status report
 	// the pump gave up on (payload {"message_id":N} or {"report_id":N}).
 	// Its first run parks it in the dead-letter list; a retry of that dead
@@ -78,7 +86,19 @@ const (
 	// MaxBatch is the most messages one imconnector.send.messages call
 	// carries.
 	MaxBatch = 50
+	// DefaultMessagesPerSecond is WhatsApp's default throughput of one
+	// business phone number (Meta answers 130429 above it).
+	DefaultMessagesPerSecond = 80
+	// DefaultOutboundWorkers is how many conversations the outbound pump
+	// serves at once.
+	DefaultOutboundWorkers = 16
 )
+
+// GrantLoader reads the stored Bitrix24 grant; the relay takes the portal's
+// host from its client_endpoint to decide which file links it may fetch.
+type GrantLoader interface {
+	Load(ctx context.Context) (bitrix.Grant, error)
+}
 
 // Options configure New. DB, Queue, Config, WhatsApp and Bitrix are
 // required.
@@ -107,6 +127,26 @@ type Options struct {
 	HoldWait    time.Duration
 	IdleWait    time.Duration
 	CallTimeout time.Duration
+	// Grants gives the portal's host, the only host operator files are
+	// fetched from. Default: the host of bitrix.portal_url.
+	Grants GrantLoader
+	// PortalHTTP fetches operator files from the portal. Its redirect
+	// policy is replaced by one that stays on the portal's host. Default: a
+	// client with a five-minute timeout.
+	PortalHTTP *http.Client
+	// MessagesPerSecond caps the messages sent from one business phone
+	// number. Default DefaultMessagesPerSecond.
+	MessagesPerSecond float64
+	// OutboundWorkers: see DefaultOutboundWorkers.
+	OutboundWorkers int
+	// PairWait spaces the messages to a customer for a minute after
+	// WhatsApp answered 131056 (pair rate limit), the retry itself going
+	// after the wait WhatsApp named. Default whatsapp.PairRateLimitWait.
+	PairWait time.Duration
+	// OnMetaToken, if set, hears "invalid" when WhatsApp refuses the
+	// access token while sending, and "ok" when a send works again, for
+	// /health's meta.token. It must not block.
+	OnMetaToken func(state string)
 }
 
 // Relay moves messages between WhatsApp and Bitrix24. Create it with New,
@@ -134,10 +174,17 @@ type Relay struct {
 	// eventMu serialises the processing of webhook events, so that
 	// messages are numbered in the order their webhooks were accepted.
 	eventMu sync.Mutex
+	// bxEventMu does the same for Bitrix24 events.
+	bxEventMu sync.Mutex
+
+	out *outbound
 
 	stats struct {
 		events, messages, duplicates, noted, statuses atomic.Int64
 		calls, delivered, retried, dead, held         atomic.Int64
+
+		bxEvents, outMessages, outDuplicates, outSent      atomic.Int64
+		outRetried, outDead, outBlocked, outHeld, outFiles atomic.Int64
 	}
 }
 
@@ -177,7 +224,16 @@ func New(opts Options) *Relay {
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = DefaultCallTimeout
 	}
-	return &Relay{
+	if opts.MessagesPerSecond <= 0 {
+		opts.MessagesPerSecond = DefaultMessagesPerSecond
+	}
+	if opts.OutboundWorkers <= 0 {
+		opts.OutboundWorkers = DefaultOutboundWorkers
+	}
+	if opts.PairWait <= 0 {
+		opts.PairWait = whatsapp.PairRateLimitWait
+	}
+	r := &Relay{
 		db:       opts.DB,
 		writer:   opts.Writer,
 		q:        opts.Queue,
@@ -194,6 +250,8 @@ func New(opts Options) *Relay {
 		started:  opts.Now(),
 		wake:     make(chan struct{}, 1),
 	}
+	r.out = newOutbound(opts)
+	return r
 }
 
 // Register installs the relay's job functions on q. Call it once, before
@@ -203,21 +261,25 @@ func (r *Relay) Register(q *queue.Queue) {
 	q.Register(JobFetchMedia, r.runFetchMedia)
 	q.Register(JobLead, r.runLead)
 	q.Register(JobRedeliver, r.runRedeliver)
+	q.Register(JobBitrixEvent, r.runBitrixEvent)
 }
 
-// Wake tells the delivery pump and the queue's workers that new work was
-// committed. Call it after the transaction of AcceptWhatsApp commits. It
-// never blocks.
+// Wake tells the delivery pumps and the queue's workers that new work was
+// committed. Call it after the transaction of AcceptWhatsApp or
+// AcceptBitrix commits. It never blocks.
 func (r *Relay) Wake() {
 	r.wakePump()
 	r.q.Wake()
 }
 
+// wakePump wakes both delivery pumps: inbound (to Bitrix24) and outbound
+// (to WhatsApp).
 func (r *Relay) wakePump() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
+	r.wakeOut()
 }
 
 // Stats are counters since New, for metrics and tests.
@@ -236,6 +298,22 @@ type Stats struct {
 	// reports became dead letters; Held how many were held back without
 	// using an attempt.
 	Calls, Delivered, Retried, Dead, Held int64
+
+	// BitrixEvents is how many Bitrix24 events were processed (replays
+	// included).
+	BitrixEvents int64
+	// OutMessages is how many operator messages were stored for WhatsApp;
+	// OutDuplicates how many repeated ones (same Bitrix24 message id) were
+	// skipped.
+	OutMessages, OutDuplicates int64
+	// OutSent is how many operator messages WhatsApp accepted completely;
+	// OutRetried how many attempts failed and were scheduled again;
+	// OutDead how many became dead letters; OutBlocked how many were not
+	// sent because the customer's 24-hour window was closed; OutHeld how
+	// many attempts waited without counting (refused access token, pair
+	// rate pacing); OutFilesRefused how many files were not sent (foreign
+	// host, too large, not fetchable).
+	OutSent, OutRetried, OutDead, OutBlocked, OutHeld, OutFilesRefused int64
 }
 
 // Stats returns the counters.
@@ -245,6 +323,9 @@ func (r *Relay) Stats() Stats {
 		Events: s.events.Load(), Messages: s.messages.Load(), Duplicates: s.duplicates.Load(),
 		Noted: s.noted.Load(), Statuses: s.statuses.Load(), Calls: s.calls.Load(),
 		Delivered: s.delivered.Load(), Retried: s.retried.Load(), Dead: s.dead.Load(), Held: s.held.Load(),
+		BitrixEvents: s.bxEvents.Load(), OutMessages: s.outMessages.Load(), OutDuplicates: s.outDuplicates.Load(),
+		OutSent: s.outSent.Load(), OutRetried: s.outRetried.Load(), OutDead: s.outDead.Load(),
+		OutBlocked: s.outBlocked.Load(), OutHeld: s.outHeld.Load(), OutFilesRefused: s.outFiles.Load(),
 	}
 }
 
@@ -255,6 +336,18 @@ func (r *Relay) LastInbound(ctx context.Context) time.Time {
 	err := r.db.R.QueryRowContext(ctx, `SELECT max(sent_at) FROM messages WHERE direction = 'in' AND sent_at IS NOT NULL`).Scan(&s)
 	if err != nil {
 		r.log.Warn("last inbound time unreadable", "err", err)
+		return time.Time{}
+	}
+	return parseTS(s.String)
+}
+
+// LastOutbound returns when WhatsApp last accepted an operator's message,
+// or the zero time if it never did (or the database cannot be read).
+func (r *Relay) LastOutbound(ctx context.Context) time.Time {
+	var s sql.NullString
+	err := r.db.R.QueryRowContext(ctx, `SELECT max(sent_at) FROM messages WHERE direction = 'out' AND sent_at IS NOT NULL`).Scan(&s)
+	if err != nil {
+		r.log.Warn("last outbound time unreadable", "err", err)
 		return time.Time{}
 	}
 	return parseTS(s.String)

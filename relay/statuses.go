@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,10 @@ const (
 	reportDelivered = "delivered"
 	reportRead      = "read"
 	reportFailed    = "failed"
+	// reportNote is a system note about an outbound message whose whole
+	// text is the report's reason (window closed, files refused, a dead
+	// letter).
+	reportNote = "note"
 )
 
 // stateRank orders the states an outbound message moves through; a status
@@ -36,6 +41,13 @@ func (r *Relay) applyStatus(ctx context.Context, tx *sql.Tx, su whatsapp.StatusU
 	var id int64
 	var state string
 	err := tx.QueryRowContext(ctx, `SELECT id, state FROM messages WHERE direction = 'out' AND wamid = ?`, st.ID).Scan(&id, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		// An operator's message may have gone out as several WhatsApp
+		// messages (text, files); the message row holds the first wamid,
+		// its parts all of them.
+		err = tx.QueryRowContext(ctx, `SELECT m.id, m.state FROM outbound_parts p JOIN messages m ON m.id = p.message_id
+			WHERE p.wamid = ? OR p.caption_wamid = ? LIMIT 1`, st.ID, st.ID).Scan(&id, &state)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		res.note("status “" + st.Status + "” of a message the bridge did not send ignored")
 		return nil
@@ -116,12 +128,13 @@ type report struct {
 	wamid, body, waID    string
 	bxChat, bxMsg        int64
 	contactChat          int64
+	operatorID           int64
 }
 
 func (r *Relay) dueReports(ctx context.Context, now time.Time) ([]report, error) {
 	rows, err := r.db.R.QueryContext(ctx, `SELECT s.id, s.kind, s.reason, coalesce(s.status_at, ''), s.attempts,
 			m.id, m.channel_id, coalesce(m.wamid, ''), m.body, m.bitrix_chat_id, coalesce(m.bitrix_message_id, 0),
-			c.wa_id, c.bitrix_chat_id
+			c.wa_id, c.bitrix_chat_id, m.operator_id
 		FROM status_reports s JOIN messages m ON m.id = s.message_id JOIN contacts c ON c.id = m.contact_id
 		WHERE s.state = 'pending' AND s.next_attempt_at <= ?
 		ORDER BY s.next_attempt_at, s.id LIMIT ?`, ts(now), 4*r.batch)
@@ -134,7 +147,7 @@ func (r *Relay) dueReports(ctx context.Context, now time.Time) ([]report, error)
 		var p report
 		var at string
 		if err := rows.Scan(&p.id, &p.kind, &p.reason, &at, &p.attempts, &p.msgID, &p.channelID, &p.wamid, &p.body,
-			&p.bxChat, &p.bxMsg, &p.waID, &p.contactChat); err != nil {
+			&p.bxChat, &p.bxMsg, &p.waID, &p.contactChat, &p.operatorID); err != nil {
 			return nil, err
 		}
 		p.statusAt = parseTS(at)
@@ -166,7 +179,7 @@ func (r *Relay) sendReports(ctx context.Context, reports []report) error {
 			ps = ps[:r.batch]
 		}
 		var err error
-		if k.kind == reportFailed {
+		if k.kind == reportFailed || k.kind == reportNote {
 			err = r.sendFailureNotes(ctx, ps)
 		} else {
 			err = r.sendStatusBatch(ctx, k.channel, k.kind, ps)
@@ -220,26 +233,59 @@ func (r *Relay) sendStatusBatch(ctx context.Context, channelID int64, kind strin
 	return r.finishReports(ctx, ready, "sent", "")
 }
 
+// sendFailureNotes posts failure reports and notes as system notes
+// (SYSTEM=Y, so Bitrix24 does not pass them on to the customer) into the
+// operator's chat, chat<ID> with the ID from the operator's event.
+//
+// When the portal refuses the chat for access rights (the application's
+// user is not a member of every Open Lines chat: ACCESS_ERROR and the
+// like), the note goes instead, still as a system message, into the
+// private chat of the operator who wrote the message (DIALOG_ID = the
+// operator's user id), which the application's user may always write to.
+// Nothing else is possible: a non-system message in the Open Lines chat,
+// or imconnector.send.messages, would reach the customer as if the
+// customer had written it. When that fails too, the report is retried and
+// ends as a dead letter in the console; the message's own state
+// (blocked_window, dead) is visible there, and the missing delivery tick
+// (imconnector.send.status.delivery is sent only for messages WhatsApp
+// accepted) tells the operator in the chat itself that it did not go out.
+// bitrix.webhook_url, when set, carries every im.message.add and may give
+// the notes a user with access to the chats.
 func (r *Relay) sendFailureNotes(ctx context.Context, ps []report) error {
 	for _, p := range ps {
 		chat := p.bxChat
 		if chat == 0 {
 			chat = p.contactChat
 		}
-		if chat == 0 {
+		if chat == 0 && p.operatorID == 0 {
 			if err := r.finishReports(ctx, []report{p}, "skipped", "the operator's chat is not known"); err != nil {
 				return err
 			}
 			continue
 		}
-		note := "⚠ WhatsApp did not deliver the message"
-		if p.body != "" {
-			note += " “" + quoteLine(p.body) + "”"
+		note := p.reason
+		if p.kind == reportFailed {
+			note = "⚠ WhatsApp did not deliver the message"
+			if p.body != "" {
+				note += " “" + quoteLine(p.body) + "”"
+			}
+			note += " to the customer. " + escapeBB(p.reason)
 		}
-		note += " to the customer. " + escapeBB(p.reason)
-		callCtx, cancel := context.WithTimeout(ctx, r.callTO)
-		_, err := r.bx.IMMessageAdd(callCtx, chatDialog(chat), note, true)
-		cancel()
+		var err error
+		if chat != 0 {
+			callCtx, cancel := context.WithTimeout(ctx, r.callTO)
+			_, err = r.bx.IMMessageAdd(callCtx, chatDialog(chat), note, true)
+			cancel()
+		}
+		if (chat == 0 || accessRefused(err)) && p.operatorID > 0 {
+			if err != nil {
+				r.log.Warn("the operator's chat refused the note; sending it to the operator directly",
+					"report_id", p.id, "chat_id", chat, "operator_id", p.operatorID, "reason", bitrix.Reason(err))
+			}
+			callCtx, cancel := context.WithTimeout(ctx, r.callTO)
+			_, err = r.bx.IMMessageAdd(callCtx, strconv.FormatInt(p.operatorID, 10), note, true)
+			cancel()
+		}
 		if err != nil {
 			if err := r.reportsFailed(ctx, []report{p}, err); err != nil {
 				return err
@@ -251,6 +297,20 @@ func (r *Relay) sendFailureNotes(ctx context.Context, ps []report) error {
 		}
 	}
 	return nil
+}
+
+// accessRefused reports whether the portal refused a call for the caller's
+// rights in that chat.
+func accessRefused(err error) bool {
+	var ae *bitrix.APIError
+	if err == nil || !errors.As(err, &ae) {
+		return false
+	}
+	switch strings.ToUpper(ae.Code) {
+	case "ACCESS_ERROR", "ACCESS_DENIED", "USER_ACCESS_ERROR", "CHAT_ACCESS_DENIED", "CHAT_ID", "DIALOG_ID":
+		return true
+	}
+	return false
 }
 
 // reportsFailed holds the reports or counts a failed attempt for each.

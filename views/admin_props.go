@@ -372,12 +372,22 @@ type CredentialsProps struct {
 
 // ConversationRow is one conversation on the dashboard.
 type ConversationRow struct {
+	// ID is the conversation's id: the row links to
+	// /admin/conversations/{ID}. 0 shows no link.
+	ID       int64
 	Customer string
 	Phone    string
 	LastText string
 	LastAt   string
 	// Inbound is true when the last message came from the customer.
 	Inbound bool
+	// State is the last message's state.
+	State Badge
+	// Unanswered counts the customer's messages since the last reply,
+	// Waiting those not passed on yet, Problems those that failed.
+	Unanswered int
+	Waiting    int
+	Problems   int
 }
 
 // JobProblem is a scheduled check whose last run failed.
@@ -408,6 +418,12 @@ type DashboardProps struct {
 	Conversations      []ConversationRow
 	ConversationsWired bool
 	ConversationsError string
+	// Volume is the message chart of the last 24 hours; empty when the
+	// conversations are not wired.
+	Volume VolumeChart
+	// LiveURL is the address of the page's event stream; "" leaves the
+	// page static.
+	LiveURL string
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

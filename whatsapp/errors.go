@@ -210,6 +210,27 @@ func Explain(err error) string {
 	return "The request to WhatsApp failed: " + err.Error()
 }
 
+// maxCode bounds the search of Codes: Graph error codes stay below one
+// million.
+const maxCode = 1_000_000
+
+// Codes returns, ascending, every Graph error code that Retryable
+// classifies or Reason explains by its number. It asks the two
+// classifications themselves, code by code, so a code added to either is
+// listed without more ado. Each is a failure an administrator may meet, so
+// the manual's troubleshooting page gives the cause and fix of every one
+// (a block of codes with one meaning, such as 132000–132999, by its
+// range); a test holds the page to this list.
+func Codes() []int {
+	var codes []int
+	for code := range maxCode {
+		if _, known := retryableCode(code); known || reasonForCode(code, "") != "" {
+			codes = append(codes, code)
+		}
+	}
+	return codes
+}
+
 // retryableCode classifies the codes whose meaning does not depend on the
 // HTTP status. known is false for codes not listed.
 func retryableCode(code int) (retryable, known bool) {

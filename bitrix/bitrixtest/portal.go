@@ -197,6 +197,9 @@ type Portal struct {
 	failures     map[string][]Failure
 	itemFailures map[string]string
 	denyNotes    string
+	denyChat     string
+	files        map[string]portalFile // by short code
+	fileGets     int
 
 	connectors map[string]*Connector
 	lines      map[string]*Line
@@ -257,12 +260,14 @@ func New(t testing.TB, opts Options) *Portal {
 		contacts:     map[string][]int64{},
 		leadsByTel:   map[string][]int64{},
 		openLines:    map[int64]map[string]any{},
+		files:        map[string]portalFile{},
 		nextID:       1000,
 	}
 	p.levelAt = opts.Clock.Now()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token/", p.serveOAuth)
 	mux.HandleFunc("/rest/", p.serveREST)
+	mux.HandleFunc("/", p.serveFile)
 	p.srv = httptest.NewServer(mux)
 	p.URL = p.srv.URL
 	if t != nil {
@@ -492,6 +497,90 @@ func (p *Portal) DenyNotes(code string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.denyNotes = code
+}
+
+// DenyChatNotes makes im.message.add into a chat (DIALOG_ID "chat…")
+// answer 400 with code (e.g. ACCESS_ERROR), as for a user who is not a
+// member of the chat, while messages to a user (DIALOG_ID a user id) still
+// go through; an empty code allows chat notes again.
+func (p *Portal) DenyChatNotes(code string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.denyChat = code
+}
+
+// portalFile is a file served by AddFile.
+type portalFile struct {
+	id          int64
+	name        string
+	data        []byte
+	contentType string
+}
+
+// AddFile serves data as the portal serves a file an operator attached:
+// GET /~CODE, the public short link events carry in files[].link,
+// redirects (302) to /pub/im.file.php?FILE_ID=N&SIGN=…, which answers with
+// the bytes. It returns the short link; images get the #img.ext fragment
+// Bitrix24 appends. An empty contentType means application/octet-stream.
+func (p *Portal) AddFile(name string, data []byte, contentType string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nextID++
+	code := randomToken()[:8]
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	p.files[code] = portalFile{id: p.nextID, name: name, data: bytes.Clone(data), contentType: contentType}
+	link := p.URL + "/~" + code
+	if strings.HasPrefix(contentType, "image/") {
+		if i := strings.LastIndexByte(name, '.'); i >= 0 {
+			link += "#img" + strings.ToLower(name[i:])
+		}
+	}
+	return link
+}
+
+// FileRequests returns how many GET requests the file routes of AddFile
+// answered, short links and downloads alike.
+func (p *Portal) FileRequests() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.fileGets
+}
+
+func (p *Portal) serveFile(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.NotFound(w, r)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/~"):
+		f, ok := p.files[strings.TrimPrefix(r.URL.Path, "/~")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		p.fileGets++
+		sign := hex.EncodeToString([]byte(f.name))
+		http.Redirect(w, r, fmt.Sprintf("/pub/im.file.php?FILE_ID=%d&SIGN=%s", f.id, sign), http.StatusFound)
+	case r.URL.Path == "/pub/im.file.php":
+		id, _ := strconv.ParseInt(r.URL.Query().Get("FILE_ID"), 10, 64)
+		for _, f := range p.files {
+			if f.id == id && r.URL.Query().Get("SIGN") == hex.EncodeToString([]byte(f.name)) {
+				p.fileGets++
+				w.Header().Set("Content-Type", f.contentType)
+				w.Header().Set("Content-Length", strconv.Itoa(len(f.data)))
+				w.Header().Set("Content-Disposition", "attachment")
+				_, _ = w.Write(f.data)
+				return
+			}
+		}
+		http.NotFound(w, r)
+	default:
+		http.NotFound(w, r)
+	}
 }
 
 // SeedContact records a CRM contact with the phone and returns its id.
@@ -1403,6 +1492,8 @@ func (p *Portal) imMessageAdd(c *callCtx) (any, *apiErr) {
 		return nil, &apiErr{400, "MESSAGE_EMPTY", "Message can't be empty"}
 	case p.denyNotes != "":
 		return nil, &apiErr{400, p.denyNotes, "You do not have access to the specified dialog"}
+	case p.denyChat != "" && strings.HasPrefix(strings.ToLower(dialog), "chat"):
+		return nil, &apiErr{400, p.denyChat, "You do not have access to the specified dialog"}
 	}
 	p.nextID++
 	p.notes = append(p.notes, Note{ID: p.nextID, DialogID: dialog, Message: msg, System: str(c.get("SYSTEM")) == "Y", Webhook: c.webhook})
