@@ -13,8 +13,9 @@ import (
 var ErrWriterClosed = errors.New("db: writer closed")
 
 // WriteFunc is one caller's part of a group commit. It runs inside the
-// shared transaction, within its own savepoint: an error rolls back only its
-// own statements.
+// shared transaction; an error rolls back only its own statements. It may
+// run twice (when another write of its batch fails, the batch is run again
+// with a savepoint per write), so it must act only through tx.
 type WriteFunc func(ctx context.Context, tx *sql.Tx) error
 
 // Writer batches the writes of concurrent callers into one transaction, so
@@ -125,16 +126,32 @@ func (w *Writer) loop() {
 	}
 }
 
-// commit runs one batch. Each write gets a savepoint so that its failure
-// is undone alone and reported to its caller only; the others commit.
+// errRetryWithSavepoints aborts the fast path of a batch.
+var errRetryWithSavepoints = errors.New("db: a write in the batch failed")
+
+// commit runs one batch. It first runs the writes plainly, which is the
+// common case and costs nothing extra. If one fails, that transaction is
+// rolled back and the batch runs again with a savepoint per write, so that
+// a failing write is undone alone and reported to its caller only, while
+// the others commit.
 func (w *Writer) commit(batch []*writeReq) {
 	results := make([]error, len(batch))
 	err := InTx(context.Background(), w.db, func(tx *sql.Tx) error {
-		for i, r := range batch {
-			results[i] = runSavepoint(r.ctx, tx, r.fn)
+		for _, r := range batch {
+			if err := runPlain(r.ctx, tx, r.fn); err != nil {
+				return errRetryWithSavepoints
+			}
 		}
 		return nil
 	})
+	if errors.Is(err, errRetryWithSavepoints) {
+		err = InTx(context.Background(), w.db, func(tx *sql.Tx) error {
+			for i, r := range batch {
+				results[i] = runSavepoint(r.ctx, tx, r.fn)
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		w.commits.Add(1)
 		for _, r := range results {
@@ -150,6 +167,16 @@ func (w *Writer) commit(batch []*writeReq) {
 		}
 		r.done <- results[i]
 	}
+}
+
+// runPlain runs fn, turning a panic into an error.
+func runPlain(ctx context.Context, tx *sql.Tx, fn WriteFunc) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("db: group write panicked: %v", p)
+		}
+	}()
+	return fn(ctx, tx)
 }
 
 func runSavepoint(ctx context.Context, tx *sql.Tx, fn WriteFunc) (err error) {

@@ -30,9 +30,9 @@ type eventPayload struct {
 	EventID int64 `json:"event_id"`
 }
 
-// AcceptWhatsApp stores a verified WhatsApp webhook in the audit log and
-// enqueues the job that processes it, both inside tx, so that the event is
-// processed if and only if the caller's transaction commits. It returns the
+// AcceptWhatsApp stores a verified WhatsApp webhook in the audit log as
+// accepted, inside tx, so that the event is processed if and only if the
+// caller's transaction commits: the intake drains accepted rows. It returns the
 // audit row's id. ev.Source must be "whatsapp" or empty, ev.Status
 // "accepted" or empty (an event whose signature failed is recorded by the
 // caller, never accepted here); an empty ReceivedAt means now and an empty
@@ -53,12 +53,10 @@ func (r *Relay) AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEve
 	if ev.HTTPStatus == 0 {
 		ev.HTTPStatus = http.StatusOK
 	}
+	// The accepted row is the durable work item the intake drains
+	// (intake.go); nothing else needs to be written.
 	id, err := db.InsertWebhookEvent(ctx, tx, ev)
 	if err != nil {
-		return 0, errorf("accept whatsapp event", err)
-	}
-	payload, _ := json.Marshal(eventPayload{EventID: id})
-	if err := r.q.Enqueue(ctx, tx, JobWhatsAppEvent, payload, 0); err != nil {
 		return 0, errorf("accept whatsapp event", err)
 	}
 	return id, nil

@@ -21,9 +21,9 @@ const (
 	maxCaptionRunes = 1024
 )
 
-// AcceptBitrix stores an accepted Bitrix24 event in the audit log and
-// enqueues the job that processes it, both inside tx, so that the event is
-// processed if and only if the caller's transaction commits. It returns
+// AcceptBitrix stores an accepted Bitrix24 event in the audit log inside
+// tx, so that the event is processed if and only if the caller's
+// transaction commits: the intake drains accepted rows (intake.go). It returns
 // the audit row's id. ev.Payload is the event's form body with its tokens
 // already redacted (bitrix.RedactForm); ev.Source must be "bitrix" or
 // empty and ev.Status "accepted" or empty (an event refused at the door is
@@ -68,12 +68,9 @@ func (r *Relay) AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent
 	if ev.HTTPStatus == 0 {
 		ev.HTTPStatus = http.StatusOK
 	}
+	// The accepted row is the durable work item the intake drains.
 	id, err := db.InsertWebhookEvent(ctx, tx, ev)
 	if err != nil {
-		return 0, errorf("accept bitrix event", err)
-	}
-	payload, _ := json.Marshal(eventPayload{EventID: id})
-	if err := r.q.Enqueue(ctx, tx, JobBitrixEvent, payload, 0); err != nil {
 		return 0, errorf("accept bitrix event", err)
 	}
 	return id, nil

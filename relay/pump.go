@@ -49,6 +49,10 @@ func (r *Relay) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); r.runOutbound(ctx) }()
+	for _, src := range r.intakeSources() {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.runIntake(ctx, src) }()
+	}
 	defer wg.Wait()
 	r.log.Info("delivery pump started")
 	defer r.log.Info("delivery pump stopped")

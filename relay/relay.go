@@ -45,8 +45,10 @@ import (
 
 // Jobs the relay runs on the queue; Register installs their functions.
 const (
-	// JobWhatsAppEvent processes one stored WhatsApp webhook
-	// (payload {"event_id":N}).
+	// JobWhatsAppEvent processes stored WhatsApp webhooks up to one
+	// (payload {"event_id":N}). Accepted webhooks are drained by the
+	// intake without a job; the function stays registered for jobs an
+	// earlier version left in the queue.
 	JobWhatsAppEvent queue.Job = "relay.whatsapp_event"
 	// JobFetchMedia downloads the file of one inbound message from WhatsApp
 	// and re-hosts it (payload {"message_id":N}).
@@ -54,8 +56,9 @@ const (
 	// JobLead looks a new customer up in the CRM and creates a lead when
 	// none exists (payload {"contact_id":N}).
 	JobLead queue.Job = "relay.lead"
-	// JobBitrixEvent processes one stored Bitrix24 event (payload
-	// {"event_id":N}): operators' messages become outbound messages.
+	// JobBitrixEvent processes stored Bitrix24 events up to one (payload
+	// {"event_id":N}): operators' messages become outbound messages. Like
+	// JobWhatsAppEvent it is kept for jobs an earlier version queued.
 	JobBitrixEvent queue.Job = "relay.bitrix_event"
 	// JobRedeliver is the dead-letter entry of a message or status report
 	// the pump gave up on (payload {"message_id":N} or {"report_id":N}).
@@ -171,6 +174,8 @@ type Relay struct {
 	started time.Time
 
 	wake chan struct{}
+	// wakeWA and wakeBX wake the intake of each source (intake.go).
+	wakeWA, wakeBX chan struct{}
 	// eventMu serialises the processing of webhook events, so that
 	// messages are numbered in the order their webhooks were accepted.
 	eventMu sync.Mutex
@@ -249,6 +254,8 @@ func New(opts Options) *Relay {
 		callTO:   opts.CallTimeout,
 		started:  opts.Now(),
 		wake:     make(chan struct{}, 1),
+		wakeWA:   make(chan struct{}, 1),
+		wakeBX:   make(chan struct{}, 1),
 	}
 	r.out = newOutbound(opts)
 	return r
@@ -268,6 +275,8 @@ func (r *Relay) Register(q *queue.Queue) {
 // committed. Call it after the transaction of AcceptWhatsApp or
 // AcceptBitrix commits. It never blocks.
 func (r *Relay) Wake() {
+	wakeChan(r.wakeWA)
+	wakeChan(r.wakeBX)
 	r.wakePump()
 	r.q.Wake()
 }
