@@ -40,8 +40,8 @@ test: deps check-static check-generated lint ## everything, from a fresh machine
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZPKGS='./whatsapp ./bitrix'
 
-bench: build ## benchmarks on loopback; figures go to BENCHMARKS.md
-	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -run '^$$' -bench . -benchmem -count=1 ./...
+bench: build ## benchmarks on loopback; prints them and writes BENCHMARKS.md
+	WABRIDGE_BIN=$(CURDIR)/$(BIN) scripts/bench.sh
 
 FUZZPKGS ?= ./...
 fuzz: ## each fuzz target in FUZZPKGS for FUZZTIME (default 1m)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs every benchmark once, on loopback, prints the figures and writes
+# BENCHMARKS.md with the machine, date and commit. Called by `make bench`
+# after `make build`; WABRIDGE_BIN must name the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tags='netgo osusergo sqlite_omit_load_extension'
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+run() { # package, benchmark regexp, benchtime
+	echo "== $1 $2" >&2
+	go test -tags "$tags" -run '^$' -bench "$2" -benchtime "$3" -count 1 "$1" | tee -a "$out" >&2
+}
+
+run ./e2e 'BenchmarkIngest$' 1x
+run ./relay 'BenchmarkRelayIntoLimitedPortal$' 1000x
+run ./relay 'BenchmarkHandOffLatency$' 200x
+run ./relay 'BenchmarkOutbound$' 500x
+run ./db 'BenchmarkDurableInsert$' 3s
+run ./e2e 'BenchmarkColdStart$' 10x
+
+# metric NAME UNIT: the value reported next to UNIT on the line of NAME.
+metric() {
+	awk -v name="$1" -v unit="$2" '$1 ~ "^"name"(-[0-9]+)?$" { for (i = 2; i < NF; i++) if ($(i+1) == unit) { print $i; exit } }' "$out"
+}
+
+ingest=$(metric BenchmarkIngest bridge_req/s)
+bare=$(metric BenchmarkIngest bare_req/s)
+ratio=$(metric BenchmarkIngest ratio)
+p50=$(metric BenchmarkIngest bridge_p50_ms)
+p99=$(metric BenchmarkIngest bridge_p99_ms)
+rss=$(metric BenchmarkIngest bridge_peak_rss_MB)
+relay=$(metric BenchmarkRelayIntoLimitedPortal msgs/s)
+calls=$(metric BenchmarkRelayIntoLimitedPortal calls)
+refused=$(metric BenchmarkRelayIntoLimitedPortal refused)
+hp50=$(metric BenchmarkHandOffLatency p50-ms)
+hp99=$(metric BenchmarkHandOffLatency p99-ms)
+o80=$(metric BenchmarkOutbound/backlog_80 msgs/s)
+ounc=$(metric BenchmarkOutbound/backlog_uncapped msgs/s)
+oone50=$(metric BenchmarkOutbound/one_at_a_time p50-ms)
+oone99=$(metric BenchmarkOutbound/one_at_a_time p99-ms)
+start=$(metric BenchmarkColdStart ms/start)
+
+met() { awk -v v="$1" -v t="$2" -v dir="$3" 'BEGIN { if ((dir == ">=" && v+0 >= t+0) || (dir == "<=" && v+0 <= t+0)) print "met"; else print "not met" }'; }
+
+cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
+mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo 2>/dev/null || echo unknown)
+
+{
+	echo "# Benchmarks"
+	echo
+	echo "Written by \`make bench\` on $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)."
+	echo "Machine: $(nproc) CPUs ($cpu), $mem, $(uname -sr), $(go version | awk '{print $3}')."
+	echo "Everything runs on loopback on this one machine; load generators share its CPUs with the bridge."
+	echo
+	echo "| what | target | measured | |"
+	echo "| --- | --- | --- | --- |"
+	echo "| signed-webhook ingest, 32 clients, every ack durable (synchronous=FULL) | ratio ≥ 0.6 of a bare HMAC handler | $ingest req/s vs $bare req/s bare: ratio $ratio; p50 $p50 ms, p99 $p99 ms | $(met "$ratio" 0.6 '>=') |"
+	echo "| peak RSS of the bridge under that load | ≤ 40 MB | $rss MB | $(met "$rss" 40 '<=') |"
+	echo "| relay into a portal limited to 2 req/s (burst 50) | ≥ 50 messages/s | $relay messages/s, $calls send.messages calls, $refused refused | $(met "$relay" 50 '>=') |"
+	echo "| hand-off on an idle bridge: ack → portal receives the call | p50 ≤ 20 ms | p50 $hp50 ms, p99 $hp99 ms | $(met "$hp50" 20 '<=') |"
+	echo "| outbound: Bitrix24 event → Graph send | — | $o80 messages/s at WhatsApp's 80/s cap ($ounc uncapped); idle p50 $oone50 ms, p99 $oone99 ms | |"
+	echo "| first start on an empty data folder → /health 200 | — | $start ms | |"
+	echo
+	echo "## Raw output"
+	echo
+	echo '```'
+	grep -E '^(Benchmark|goos|goarch|cpu)' "$out"
+	echo '```'
+} > BENCHMARKS.md
+echo "wrote BENCHMARKS.md" >&2
+cat BENCHMARKS.md
