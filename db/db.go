@@ -61,7 +61,7 @@ type Options struct {
 //   - _txlock=immediate: every write transaction takes the write lock at
 //     BEGIN. A deferred transaction that reads and then writes can fail with
 //     SQLITE_BUSY at its first write, which no busy_timeout can fix.
-//   - _cache_size=-16000: a 16 MB page cache per connection keeps the hot
+//   - _cache_size=-4000: a 4 MB page cache per connection keeps the hot
 //     tables in memory without letting many readers grow without bound.
 //   - _stmt_cache_size=64: each connection keeps its recently used
 //     prepared statements, so the same SQL run thousands of times a second
@@ -73,7 +73,7 @@ func dsn(path string, readOnly bool) string {
 	v.Set("_synchronous", "FULL")
 	v.Set("_busy_timeout", "5000")
 	v.Set("_foreign_keys", "on")
-	v.Set("_cache_size", "-16000")
+	v.Set("_cache_size", "-4000")
 	v.Set("_stmt_cache_size", "64")
 	if readOnly {
 		// query_only refuses writes on the read pool, so a write that

@@ -15,7 +15,7 @@ run() { # package, benchmark regexp, benchtime
 }
 
 run ./e2e 'BenchmarkIngest$' 1x
-run ./relay 'BenchmarkRelayIntoLimitedPortal$' 1000x
+run ./relay 'BenchmarkRelayIntoLimitedPortal$' 5000x
 run ./relay 'BenchmarkHandOffLatency$' 200x
 run ./relay 'BenchmarkOutbound$' 500x
 run ./db 'BenchmarkDurableInsert$' 3s
