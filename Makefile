@@ -17,7 +17,7 @@ STATICCHECK_VERSION := v0.8.2
 BIN       := bin/wabridge
 export CGO_ENABLED := 1
 
-.PHONY: help build run test bench lint generate check-generated check-static assets deps fuzz clean
+.PHONY: help build run test bench soak lint generate check-generated check-static assets deps fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ test: deps check-static check-generated lint ## everything, from a fresh machine
 
 bench: build ## benchmarks on loopback; prints them and writes BENCHMARKS.md
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) scripts/bench.sh
+
+soak: build ## crash test for 20 rounds (WABRIDGE_SOAK_ROUNDS=N), outage and hostile tests 5 times
+	WABRIDGE_SOAK=1 WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -count=1 -timeout 60m -v -run 'TestCrash' ./e2e/
+	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -count=5 -timeout 60m -run 'Outage|TokenExpires|QueryLimit|Graph|HostileHTTP' ./e2e/
 
 FUZZPKGS ?= ./...
 fuzz: ## each fuzz target in FUZZPKGS for FUZZTIME (default 1m)

@@ -140,9 +140,17 @@ func runServe(e *env, args []string) error {
 			LastInbound:     rl.LastInbound,
 			LastOutbound:    rl.LastOutbound,
 		},
-		ConnectorChanged: func(state string) { up.connector.Store(state) },
-		Version:          e.build.Version,
-		Log:              log,
+		ConnectorChanged: func(state string) {
+			// Messages held while the connector was off go as soon as it
+			// is active again.
+			if old := up.connector.Swap(state); state == "active" && old != "active" {
+				if _, err := rl.ReleaseHeld(e.ctx, relay.ToBitrix); err != nil {
+					log.Error("releasing held messages failed", "err", err)
+				}
+			}
+		},
+		Version: e.build.Version,
+		Log:     log,
 		// The console: login cookies keyed from the master key, the setup
 		// page's "Check now" and "Register connector" buttons.
 		Key:    st.key,

@@ -16,6 +16,7 @@ import (
 
 	"wabridge/bitrix"
 	"wabridge/db"
+	"wabridge/relay"
 	"wabridge/settings"
 	"wabridge/views"
 )
@@ -91,6 +92,10 @@ func (s *Server) bitrixInstall(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("storing the bitrix grant failed", "err", err, "request_id", RequestID(ctx))
 		s.errorPage(w, r, http.StatusInternalServerError, "The installation could not be saved. Try installing again.")
 		return
+	}
+	// Messages held while the portal refused the old grant go now.
+	if _, err := s.inbound.ReleaseHeld(ctx, relay.ToBitrix); err != nil {
+		s.log.Error("releasing held messages failed", "err", err)
 	}
 	pairs := []settings.Pair{}
 	if cur, _ := s.settings.Get(ctx, settings.BitrixPortalURL); cur == "" {

@@ -22,6 +22,9 @@ type Inbound interface {
 	AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
 	// Wake starts work on what was just committed.
 	Wake()
+	// ReleaseHeld makes held messages due now, after their cause was
+	// fixed (direction relay.ToBitrix or relay.ToWhatsApp).
+	ReleaseHeld(ctx context.Context, direction string) (int64, error)
 	// Media returns a re-hosted file by its unguessable id.
 	Media(ctx context.Context, id string) (relay.MediaFile, error)
 }

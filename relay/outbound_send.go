@@ -41,6 +41,8 @@ type outbound struct {
 
 	tokenBad   atomic.Bool
 	tokenProbe atomic.Int64 // unix nanoseconds of the last send tried with a refused token
+	// refused is a digest of the token WhatsApp refused (release.go).
+	refused atomic.Value
 }
 
 // pairState paces one conversation after a 131056.
@@ -216,6 +218,7 @@ func (o *outbound) pairSent(contactID int64, now time.Time) {
 // worker finishing, or the next retry being due.
 func (r *Relay) runOutbound(ctx context.Context) {
 	r.log.Info("outbound pump started", "workers", r.out.workers)
+	go r.watchToken(ctx)
 	defer r.log.Info("outbound pump stopped")
 	var wg sync.WaitGroup
 	// Attempts run detached from ctx: once a call is made, its outcome is
@@ -373,7 +376,9 @@ func (r *Relay) sendOutbound(ctx context.Context, h outHead) {
 		return
 	}
 	if r.out.tokenBad.Load() && !r.mayProbe(now) {
-		r.holdOut(ctx, m, now.Add(r.hold), whatsapp.Explain(&whatsapp.APIError{Code: 190}))
+		// Look again soon rather than after a whole hold: a probe may be
+		// on its way and find the token works again.
+		r.holdOut(ctx, m, now.Add(min(r.hold, tokenWatchEvery)), whatsapp.Explain(&whatsapp.APIError{Code: 190}))
 		return
 	}
 	if next := r.out.pairNext(m.contactID, now); next.After(now) {
@@ -713,6 +718,7 @@ func (r *Relay) outFailed(ctx context.Context, m outMsg, err error, fileNotes []
 	switch {
 	case whatsapp.IsAuth(err):
 		if isAPI {
+			r.out.refused.Store(r.tokenSum(ctx))
 			r.setTokenBad(true)
 		}
 		r.log.Warn("outbound message held: WhatsApp refused the access token", "message_id", m.id, "hold_ms", r.hold.Milliseconds())

@@ -251,7 +251,10 @@ func (c *Client) doJSON(ctx context.Context, op, method, target string, body any
 		return nil
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("decode answer (HTTP %d): %w", resp.StatusCode, err)
+		// A success whose body does not decode was most likely cut off on
+		// the way; treating it like a lost answer lets the caller retry
+		// (at least once) instead of giving up on the message.
+		return &TransportError{Err: fmt.Errorf("decode answer (HTTP %d): %w", resp.StatusCode, err)}
 	}
 	return nil
 }

@@ -837,3 +837,16 @@ func TestBaseURLFuncAppliesAtOnce(t *testing.T) {
 		t.Fatal("a malformed root did not fall back to BaseURL")
 	}
 }
+
+// TestCutOffSuccessIsRetryable: a 200 whose body does not decode (cut off
+// on the way) is reported as retryable, like a lost answer, not as a
+// permanent failure.
+func TestCutOffSuccessIsRetryable(t *testing.T) {
+	srv := whatsapptest.NewServer(t, whatsapptest.Options{})
+	c := newClient(t, srv)
+	srv.FailNext(whatsapptest.RouteSend, 1, whatsapptest.Failure{Status: 200, Body: []byte(`{"messaging_product":"whatsapp","messages":[{"id":"wam`)})
+	_, err := c.Send(t.Context(), pnid, whatsapp.OutgoingMessage{To: "4915112345678", Text: &whatsapp.OutgoingText{Body: "hi"}})
+	if err == nil || !whatsapp.IsRetryable(err) {
+		t.Fatalf("err = %v, retryable %v; want a retryable error", err, whatsapp.IsRetryable(err))
+	}
+}
