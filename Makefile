@@ -38,7 +38,7 @@ deps: ## install test dependencies missing from this machine (apt)
 
 test: deps check-static check-generated lint ## everything, from a fresh machine
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) $(GO) test -tags '$(TAGS)' -count=1 -timeout 30m ./...
-	$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZPKGS='./whatsapp ./bitrix'
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZPKGS='./whatsapp ./bitrix ./relay ./settings'
 
 bench: build ## benchmarks on loopback; prints them and writes BENCHMARKS.md
 	WABRIDGE_BIN=$(CURDIR)/$(BIN) scripts/bench.sh

@@ -60,7 +60,7 @@ func runReplay(e *env, args []string) error {
 	}
 	// The jobs replay enqueues are run by the server's workers.
 	q := queue.New(queue.Options{DB: st.db, Log: log})
-	rl := newRelay(st, nil, q, portal, wa, log, nil)
+	rl := newRelay(st, nil, q, portal, wa, log, nil, nil)
 	n, err := rl.Replay(e.ctx, f, func(done, total int) {
 		fmt.Fprintf(e.stdout, "replay: %d of %d\n", done, total)
 	})

@@ -108,7 +108,14 @@ func runServe(e *env, args []string) error {
 		return err
 	}
 	up := newUpkeep(st.settings, portal, wa)
-	rl := newRelay(st, writer, q, portal, wa, log, func(state string) { up.metaToken.Store(state) })
+	rl := newRelay(st, writer, q, portal, wa, log, func(state string) { up.metaToken.Store(state) },
+		func(direction string, took time.Duration) {
+			if direction == relay.ToBitrix {
+				met.Relayed("inbound", took)
+			} else {
+				met.Relayed("outbound", took)
+			}
+		})
 	rl.Register(q)
 	up.retention = &retention{db: st.db, relay: rl, settings: st.settings, now: time.Now}
 	sched, err := scheduler.New(scheduler.Options{DB: st.db, Log: log})

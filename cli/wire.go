@@ -112,7 +112,7 @@ func newWhatsApp(ctx context.Context, s *settings.Store, log *slog.Logger, obser
 
 // newRelay builds the relay on the opened store; w and onMetaToken may be
 // nil outside serve.
-func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa *whatsapp.Client, log *slog.Logger, onMetaToken func(string)) *relay.Relay {
+func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa *whatsapp.Client, log *slog.Logger, onMetaToken func(string), onRelayed func(string, time.Duration)) *relay.Relay {
 	return relay.New(relay.Options{
 		DB:          st.db,
 		Writer:      w,
@@ -122,6 +122,7 @@ func newRelay(st *store, w *db.Writer, q *queue.Queue, portal *bitrix.Client, wa
 		Bitrix:      portal,
 		Grants:      grantStore{st.settings},
 		OnMetaToken: onMetaToken,
+		OnRelayed:   onRelayed,
 		Log:         log,
 	})
 }

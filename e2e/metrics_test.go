@@ -78,6 +78,7 @@ func TestMetrics(t *testing.T) {
 	for _, key := range []string{
 		"wabridge_webhooks_total,source=whatsapp,status=accepted",
 		"wabridge_api_calls_total,api=bitrix,method=imconnector.send.messages,result=2xx",
+		"wabridge_relay_latency_seconds,direction=inbound",
 	} {
 		if after[key] <= before[key] {
 			t.Errorf("%s did not move: %v → %v", key, before[key], after[key])

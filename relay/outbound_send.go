@@ -310,17 +310,17 @@ type outMsg struct {
 	id, contactID, chatID, operatorID int64
 	attempts                          int
 	state, body, waID, pnid           string
-	lastInbound                       time.Time
+	lastInbound, receivedAt           time.Time
 }
 
 func (r *Relay) loadOut(ctx context.Context, id int64) (outMsg, error) {
 	m := outMsg{id: id}
-	var last sql.NullString
+	var last, received sql.NullString
 	err := r.db.R.QueryRowContext(ctx, `SELECT m.contact_id, m.bitrix_chat_id, m.operator_id, m.attempts, m.state, m.body,
-			c.wa_id, ch.phone_number_id, c.last_inbound_at
+			c.wa_id, ch.phone_number_id, c.last_inbound_at, m.received_at
 		FROM messages m JOIN contacts c ON c.id = m.contact_id JOIN channels ch ON ch.id = m.channel_id
-		WHERE m.id = ?`, id).Scan(&m.contactID, &m.chatID, &m.operatorID, &m.attempts, &m.state, &m.body, &m.waID, &m.pnid, &last)
-	m.lastInbound = parseTS(last.String)
+		WHERE m.id = ?`, id).Scan(&m.contactID, &m.chatID, &m.operatorID, &m.attempts, &m.state, &m.body, &m.waID, &m.pnid, &last, &received)
+	m.lastInbound, m.receivedAt = parseTS(last.String), parseTS(received.String)
 	return m, err
 }
 
@@ -639,6 +639,9 @@ func (r *Relay) finishOut(ctx context.Context, m outMsg, fileNotes []string, fin
 	}
 	if sent {
 		r.stats.outSent.Add(1)
+		if r.onRelayed != nil && !m.receivedAt.IsZero() {
+			r.onRelayed(ToWhatsApp, now.Sub(m.receivedAt))
+		}
 	}
 	r.log.Debug("outbound message sent", "message_id", m.id, "files_refused", len(fileNotes))
 	r.wakePump()

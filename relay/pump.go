@@ -346,8 +346,10 @@ func (r *Relay) recordOutcomes(ctx context.Context, hs []head, results []bitrix.
 	sched := r.schedule(ctx)
 	now := r.now()
 	var delivered, retried, dead int
+	var took []time.Duration
 	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		delivered, retried, dead = 0, 0, 0
+		took = took[:0]
 		for i, h := range hs {
 			if results != nil && i < len(results) && results[i].Success {
 				res := results[i]
@@ -369,6 +371,9 @@ func (r *Relay) recordOutcomes(ctx context.Context, hs []head, results []bitrix.
 					return err
 				}
 				delivered++
+				if !h.receivedAt.IsZero() {
+					took = append(took, now.Sub(h.receivedAt))
+				}
 				continue
 			}
 			reason := callErr
@@ -396,6 +401,11 @@ func (r *Relay) recordOutcomes(ctx context.Context, hs []head, results []bitrix.
 		return fmt.Errorf("record delivery: %w", err)
 	}
 	r.stats.delivered.Add(int64(delivered))
+	if r.onRelayed != nil {
+		for _, d := range took {
+			r.onRelayed(ToBitrix, d)
+		}
+	}
 	r.stats.retried.Add(int64(retried))
 	r.stats.dead.Add(int64(dead))
 	if dead > 0 {

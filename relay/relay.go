@@ -118,6 +118,10 @@ type Options struct {
 	// Log receives the relay's log lines (component=relay). Default:
 	// discarded.
 	Log *slog.Logger
+	// OnRelayed, if set, hears how long each message took from its
+	// arrival at the bridge to its acceptance by the other side, with
+	// direction ToBitrix or ToWhatsApp. Metrics use it.
+	OnRelayed func(direction string, took time.Duration)
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// MaxMediaBytes is the largest file re-hosted; a larger one reaches the
@@ -156,19 +160,20 @@ type Options struct {
 // register its jobs with Register, and start its delivery pump with Run.
 // It is safe for concurrent use.
 type Relay struct {
-	db       *db.DB
-	writer   *db.Writer
-	q        *queue.Queue
-	cfg      Config
-	wa       *whatsapp.Client
-	bx       *bitrix.Client
-	log      *slog.Logger
-	now      func() time.Time
-	maxMedia int64
-	batch    int
-	hold     time.Duration
-	idle     time.Duration
-	callTO   time.Duration
+	db        *db.DB
+	writer    *db.Writer
+	q         *queue.Queue
+	cfg       Config
+	onRelayed func(string, time.Duration)
+	wa        *whatsapp.Client
+	bx        *bitrix.Client
+	log       *slog.Logger
+	now       func() time.Time
+	maxMedia  int64
+	batch     int
+	hold      time.Duration
+	idle      time.Duration
+	callTO    time.Duration
 	// started is when New ran: a CRM check claimed before it was claimed
 	// by a process that is gone.
 	started time.Time
@@ -239,23 +244,24 @@ func New(opts Options) *Relay {
 		opts.PairWait = whatsapp.PairRateLimitWait
 	}
 	r := &Relay{
-		db:       opts.DB,
-		writer:   opts.Writer,
-		q:        opts.Queue,
-		cfg:      opts.Config,
-		wa:       opts.WhatsApp,
-		bx:       opts.Bitrix,
-		log:      opts.Log.With("component", "relay"),
-		now:      opts.Now,
-		maxMedia: opts.MaxMediaBytes,
-		batch:    opts.BatchSize,
-		hold:     opts.HoldWait,
-		idle:     opts.IdleWait,
-		callTO:   opts.CallTimeout,
-		started:  opts.Now(),
-		wake:     make(chan struct{}, 1),
-		wakeWA:   make(chan struct{}, 1),
-		wakeBX:   make(chan struct{}, 1),
+		db:        opts.DB,
+		writer:    opts.Writer,
+		q:         opts.Queue,
+		cfg:       opts.Config,
+		onRelayed: opts.OnRelayed,
+		wa:        opts.WhatsApp,
+		bx:        opts.Bitrix,
+		log:       opts.Log.With("component", "relay"),
+		now:       opts.Now,
+		maxMedia:  opts.MaxMediaBytes,
+		batch:     opts.BatchSize,
+		hold:      opts.HoldWait,
+		idle:      opts.IdleWait,
+		callTO:    opts.CallTimeout,
+		started:   opts.Now(),
+		wake:      make(chan struct{}, 1),
+		wakeWA:    make(chan struct{}, 1),
+		wakeBX:    make(chan struct{}, 1),
 	}
 	r.out = newOutbound(opts)
 	return r
