@@ -20,8 +20,8 @@ type Inbound interface {
 	// processing job in tx.
 	AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
 	AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
-	// Wake starts work on what was just committed.
-	Wake()
+	// Accepted starts work on a webhook that was just committed.
+	Accepted()
 	// ReleaseHeld makes held messages due now, after their cause was
 	// fixed (direction relay.ToBitrix or relay.ToWhatsApp).
 	ReleaseHeld(ctx context.Context, direction string) (int64, error)

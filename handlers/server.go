@@ -210,8 +210,8 @@ type notifyingInbound struct {
 	live *Live
 }
 
-func (n notifyingInbound) Wake() {
-	n.Inbound.Wake()
+func (n notifyingInbound) Accepted() {
+	n.Inbound.Accepted()
 	n.live.Notify()
 }
 

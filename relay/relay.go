@@ -277,9 +277,17 @@ func (r *Relay) Register(q *queue.Queue) {
 	q.Register(JobBitrixEvent, r.runBitrixEvent)
 }
 
-// Wake tells the delivery pumps and the queue's workers that new work was
-// committed. Call it after the transaction of AcceptWhatsApp or
-// AcceptBitrix commits. It never blocks.
+// Accepted tells the intake that AcceptWhatsApp or AcceptBitrix has
+// committed: call it after that transaction. Only the intake wakes; it
+// wakes the pumps and the queue itself when processing created work, so a
+// flood of webhooks costs no extra queries. It never blocks.
+func (r *Relay) Accepted() {
+	wakeChan(r.wakeWA)
+	wakeChan(r.wakeBX)
+}
+
+// Wake tells the intake, the delivery pumps and the queue's workers that
+// new work may be waiting. It never blocks.
 func (r *Relay) Wake() {
 	wakeChan(r.wakeWA)
 	wakeChan(r.wakeBX)
