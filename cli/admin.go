@@ -18,11 +18,7 @@ func runAdminTOTPReset(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("admin totp-reset: takes no arguments")
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, _, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,18 @@ import (
 	"wabridge/whatsapp"
 )
 
-// quietLogger reports only warnings and errors, on stderr: a command's
-// output is its result.
-func (e *env) quietLogger(format string) (*slog.Logger, error) {
-	return e.newLogger(format, slog.LevelWarn)
+// openQuiet opens the data folder for a command whose output is its
+// result: its logger reports only warnings and errors, on stderr.
+func (e *env) openQuiet(c *common) (*store, *slog.Logger, error) {
+	log, err := e.newLogger(c.logFormat, slog.LevelWarn)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := e.open(c, openOptions{log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, log, nil
 }
 
 func runRegisterConnector(e *env, args []string) error {
@@ -28,11 +36,7 @@ func runRegisterConnector(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("bitrix register-connector: takes no arguments, only --fresh")
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, log, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}
@@ -82,11 +86,7 @@ func runActivateConnector(e *env, args []string) error {
 			return usagef("bitrix activate-connector: --line: %v", err)
 		}
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, log, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}
@@ -145,11 +145,7 @@ func runCheckToken(e *env, args []string) error {
 	if len(pos) != 0 {
 		return usagef("whatsapp check-token: takes no arguments")
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, log, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}

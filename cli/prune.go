@@ -129,11 +129,7 @@ func runPrune(e *env, args []string) error {
 	if _, err := os.Stat(path + "-wal"); errors.Is(err, os.ErrNotExist) {
 		maxVacuum = -1
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, _, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}

@@ -41,11 +41,7 @@ func runReplay(e *env, args []string) error {
 	if f.ID == 0 && f.Since == 0 {
 		return usagef("replay: say what to replay: --id N or --since DURATION")
 	}
-	log, err := e.quietLogger(c.logFormat)
-	if err != nil {
-		return err
-	}
-	st, err := e.open(c, openOptions{log: log})
+	st, log, err := e.openQuiet(c)
 	if err != nil {
 		return err
 	}

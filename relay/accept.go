@@ -167,84 +167,23 @@ func (r *Relay) snapshot(ctx context.Context) snapshot {
 	}
 }
 
-type loadedEvent struct {
-	id       int64
-	status   string
-	wh       *whatsapp.Webhook
-	parseErr error
-}
+type loadedEvent = storedEvent[*whatsapp.Webhook]
 
-// processEvents processes the events ids in order in one transaction, each
-// within its own savepoint: an event that fails leaves no trace and keeps
-// its status, the others commit. force re-processes events that are not
-// waiting (a replay). The error is for the transaction as a whole.
+// processEvents processes stored WhatsApp webhooks (see processStored).
 func (r *Relay) processEvents(ctx context.Context, ids []int64, force bool) ([]eventResult, error) {
-	evs := make([]loadedEvent, 0, len(ids))
-	for _, id := range ids {
-		var status string
-		var payload []byte
-		err := r.db.R.QueryRowContext(ctx, `SELECT status, payload FROM webhook_events WHERE id = ? AND source = 'whatsapp'`, id).Scan(&status, &payload)
-		if errors.Is(err, sql.ErrNoRows) {
-			evs = append(evs, loadedEvent{id: id, status: "missing"})
-			continue
-		}
-		if err != nil {
-			return nil, errorf("load whatsapp event", err)
-		}
-		le := loadedEvent{id: id, status: status}
-		le.wh, le.parseErr = whatsapp.ParseWebhook(payload)
-		evs = append(evs, le)
-	}
-	snap := r.snapshot(ctx)
-	results := make([]eventResult, len(evs))
-	var newWork bool
-	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		newWork = false
-		for i, ev := range evs {
-			results[i] = eventResult{}
-			if ev.status == "missing" || ev.status == eventRejected || (!force && ev.status != eventAccepted) {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT relay_event`); err != nil {
-				return err
-			}
-			res, err := r.applyEvent(ctx, tx, ev, snap)
-			if err != nil {
-				if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO relay_event; RELEASE relay_event`); rerr != nil {
-					return errors.Join(err, rerr)
-				}
-				results[i] = eventResult{err: err}
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `RELEASE relay_event`); err != nil {
-				return err
-			}
-			results[i] = res
-			newWork = newWork || res.messages > 0 || res.statuses > 0
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, errorf("process whatsapp events", err)
-	}
-	for i, res := range results {
-		if res.status == "" {
-			continue
-		}
-		r.stats.events.Add(1)
-		r.stats.messages.Add(int64(res.messages))
-		r.stats.duplicates.Add(int64(res.dups))
-		r.stats.statuses.Add(int64(res.statuses))
-		r.log.Debug("whatsapp event processed", "event_id", evs[i].id, "status", res.status, "messages", res.messages,
-			"duplicates", res.dups, "statuses", res.statuses, "other_numbers", res.otherNums)
-		if res.status == eventFailed {
-			r.log.Error("whatsapp event could not be read", "event_id", evs[i].id, "err", strings.Join(res.notes, "; "))
-		}
-	}
-	if newWork {
-		r.Wake()
-	}
-	return results, nil
+	return processStored(ctx, r, eventKind[*whatsapp.Webhook]{
+		source: "whatsapp",
+		parse:  whatsapp.ParseWebhook,
+		apply:  r.applyEvent,
+		counted: func(res eventResult) bool {
+			r.stats.events.Add(1)
+			r.stats.messages.Add(int64(res.messages))
+			r.stats.duplicates.Add(int64(res.dups))
+			r.stats.statuses.Add(int64(res.statuses))
+			return res.messages > 0 || res.statuses > 0
+		},
+		woken: r.Wake,
+	}, ids, force)
 }
 
 // applyEvent writes one event's messages and statuses inside tx and marks
@@ -256,21 +195,21 @@ func (r *Relay) applyEvent(ctx context.Context, tx *sql.Tx, ev loadedEvent, snap
 		res.note("payload: " + ev.parseErr.Error())
 		return res, markEvent(ctx, tx, ev.id, res.status, res.notes)
 	}
-	for in := range ev.wh.Messages() {
+	for in := range ev.ev.Messages() {
 		if err := r.applyMessage(ctx, tx, ev.id, in, snap, &res); err != nil {
 			return res, err
 		}
 	}
-	for su := range ev.wh.Statuses() {
+	for su := range ev.ev.Statuses() {
 		if err := r.applyStatus(ctx, tx, su, &res); err != nil {
 			return res, err
 		}
 	}
-	for ve := range ev.wh.Errors() {
+	for ve := range ev.ev.Errors() {
 		res.note("WhatsApp reported: " + ve.Error.Reason())
 		r.log.Warn("whatsapp reported an error", "event_id", ev.id, "phone_number_id", ve.PhoneNumberID, "code", ve.Error.Code, "reason", ve.Error.Reason())
 	}
-	for _, e := range ev.wh.Entry {
+	for _, e := range ev.ev.Entry {
 		for _, c := range e.Changes {
 			if c.Field != whatsapp.FieldMessages {
 				res.note("change of field “" + c.Field + "” not handled")

@@ -118,80 +118,23 @@ func (r *Relay) runBitrixEvent(ctx context.Context, payload []byte) error {
 	}
 }
 
-type loadedBitrixEvent struct {
-	id       int64
-	status   string
-	ev       *bitrix.Event
-	parseErr error
-}
+type loadedBitrixEvent = storedEvent[*bitrix.Event]
 
-// processBitrixEvents processes the Bitrix24 events ids in order in one
-// transaction, each within its own savepoint, like processEvents.
+// processBitrixEvents processes stored Bitrix24 events (see
+// processStored).
 func (r *Relay) processBitrixEvents(ctx context.Context, ids []int64, force bool) ([]eventResult, error) {
-	evs := make([]loadedBitrixEvent, 0, len(ids))
-	for _, id := range ids {
-		var status string
-		var payload []byte
-		err := r.db.R.QueryRowContext(ctx, `SELECT status, payload FROM webhook_events WHERE id = ? AND source = 'bitrix'`, id).Scan(&status, &payload)
-		if errors.Is(err, sql.ErrNoRows) {
-			evs = append(evs, loadedBitrixEvent{id: id, status: "missing"})
-			continue
-		}
-		if err != nil {
-			return nil, errorf("load bitrix event", err)
-		}
-		le := loadedBitrixEvent{id: id, status: status}
-		le.ev, le.parseErr = bitrix.ParseEventBody(payload)
-		evs = append(evs, le)
-	}
-	snap := r.snapshot(ctx)
-	results := make([]eventResult, len(evs))
-	var newWork bool
-	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		newWork = false
-		for i, ev := range evs {
-			results[i] = eventResult{}
-			if ev.status == "missing" || ev.status == eventRejected || (!force && ev.status != eventAccepted) {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT relay_event`); err != nil {
-				return err
-			}
-			res, err := r.applyBitrixEvent(ctx, tx, ev, snap)
-			if err != nil {
-				if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO relay_event; RELEASE relay_event`); rerr != nil {
-					return errors.Join(err, rerr)
-				}
-				results[i] = eventResult{err: err}
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `RELEASE relay_event`); err != nil {
-				return err
-			}
-			results[i] = res
-			newWork = newWork || res.messages > 0
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, errorf("process bitrix events", err)
-	}
-	for i, res := range results {
-		if res.status == "" {
-			continue
-		}
-		r.stats.bxEvents.Add(1)
-		r.stats.outMessages.Add(int64(res.messages))
-		r.stats.outDuplicates.Add(int64(res.dups))
-		r.log.Debug("bitrix event processed", "event_id", evs[i].id, "status", res.status, "messages", res.messages, "duplicates", res.dups)
-		if res.status == eventFailed {
-			r.log.Error("bitrix event could not be read", "event_id", evs[i].id, "err", strings.Join(res.notes, "; "))
-		}
-	}
-	if newWork {
-		r.wakePump()
-	}
-	return results, nil
+	return processStored(ctx, r, eventKind[*bitrix.Event]{
+		source: "bitrix",
+		parse:  bitrix.ParseEventBody,
+		apply:  r.applyBitrixEvent,
+		counted: func(res eventResult) bool {
+			r.stats.bxEvents.Add(1)
+			r.stats.outMessages.Add(int64(res.messages))
+			r.stats.outDuplicates.Add(int64(res.dups))
+			return res.messages > 0
+		},
+		woken: r.wakePump,
+	}, ids, force)
 }
 
 // applyBitrixEvent writes one event's operator messages inside tx and
