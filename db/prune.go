@@ -114,7 +114,7 @@ func PruneWebhookEvents(ctx context.Context, d *DB, before time.Time) (int, erro
 			if len(ids) == 0 {
 				return nil
 			}
-			res, err := tx.ExecContext(ctx, `DELETE FROM webhook_events WHERE id IN (`+placeholders(len(ids))+`)`, ids...)
+			res, err := tx.ExecContext(ctx, `DELETE FROM webhook_events WHERE id IN (`+Placeholders(len(ids))+`)`, ids...)
 			if err != nil {
 				return err
 			}
@@ -148,8 +148,8 @@ func Breathe(ctx context.Context) error {
 	}
 }
 
-// placeholders returns "?,?,…" for n values.
-func placeholders(n int) string {
+// Placeholders returns "?,?,…" for n values of an IN (…) list.
+func Placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"wabridge/db"
 	"wabridge/model"
 )
 
@@ -418,7 +419,7 @@ func (r *Relay) attachConversationDetails(ctx context.Context, msgs []Conversati
 			events = append(events, m.EventID)
 		}
 	}
-	in := placeholders(len(ids))
+	in := db.Placeholders(len(ids))
 
 	// The file bytes stay in the database: the page links /media/{id}.
 	rows, err := r.db.R.QueryContext(ctx, `SELECT message_id, id, mime, name, size, created_at FROM media
@@ -470,7 +471,7 @@ func (r *Relay) attachConversationDetails(ctx context.Context, msgs []Conversati
 	}
 	rows, err = r.db.R.QueryContext(ctx, `SELECT id, source, request_id, received_at, status, http_status, error,
 			substr(payload, 1, ?), length(payload)
-		FROM webhook_events WHERE id IN (`+placeholders(len(events))+`)`, append([]any{PayloadShowLimit}, int64Args(events)...)...)
+		FROM webhook_events WHERE id IN (`+db.Placeholders(len(events))+`)`, append([]any{PayloadShowLimit}, int64Args(events)...)...)
 	if err != nil {
 		return errorf("conversation: calls", err)
 	}

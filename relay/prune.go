@@ -138,7 +138,7 @@ func (r *Relay) pruneMedia(ctx context.Context, cut string) (int, int64, error) 
 			if len(ids) == 0 {
 				return nil
 			}
-			_, err = tx.ExecContext(ctx, `DELETE FROM media WHERE id IN (`+placeholders(len(ids))+`)`, ids...)
+			_, err = tx.ExecContext(ctx, `DELETE FROM media WHERE id IN (`+db.Placeholders(len(ids))+`)`, ids...)
 			return err
 		})
 		if err != nil {
@@ -196,7 +196,7 @@ func (r *Relay) clearMessages(ctx context.Context, cut string) (int, error) {
 			return total, nil
 		}
 		last = ids[len(ids)-1]
-		in := placeholders(len(ids))
+		in := db.Placeholders(len(ids))
 		cleared := 0
 		err = r.db.InTx(ctx, func(tx *sql.Tx) error {
 			res, err := tx.ExecContext(ctx, `UPDATE messages SET raw = x'', body = '', text = ''

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"wabridge/bitrix"
+	"wabridge/db"
 	"wabridge/settings"
 )
 
@@ -232,7 +233,7 @@ func (r *Relay) attachFiles(ctx context.Context, heads []head) error {
 		ids[i] = h.id
 		idx[h.id] = i
 	}
-	rows, err := r.db.R.QueryContext(ctx, `SELECT message_id, id, name FROM media WHERE message_id IN (`+placeholders(len(ids))+`) ORDER BY rowid`,
+	rows, err := r.db.R.QueryContext(ctx, `SELECT message_id, id, name FROM media WHERE message_id IN (`+db.Placeholders(len(ids))+`) ORDER BY rowid`,
 		int64Args(ids)...)
 	if err != nil {
 		return err
@@ -467,7 +468,7 @@ func (r *Relay) holdRows(ctx context.Context, table string, ids []int64, why str
 	args := append([]any{until, why}, int64Args(ids)...)
 	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE `+table+` SET next_attempt_at = ?, last_error = ?
-			WHERE state = 'pending' AND id IN (`+placeholders(len(ids))+`)`, args...)
+			WHERE state = 'pending' AND id IN (`+db.Placeholders(len(ids))+`)`, args...)
 		return err
 	})
 	if err != nil {

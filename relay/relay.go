@@ -457,11 +457,6 @@ func parseInt(s string) int64 {
 	return n
 }
 
-// placeholders returns "?,?,…" for n values.
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
-}
-
 func int64Args(ids []int64) []any {
 	out := make([]any, len(ids))
 	for i, id := range ids {

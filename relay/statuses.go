@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"wabridge/bitrix"
+	"wabridge/db"
 	"wabridge/whatsapp"
 )
 
@@ -355,7 +356,7 @@ func (r *Relay) finishReports(ctx context.Context, ps []report, state, why strin
 	args := append([]any{state, ts(r.now()), why}, int64Args(ids)...)
 	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE status_reports SET state = ?, sent_at = ?, last_error = ?
-			WHERE state = 'pending' AND id IN (`+placeholders(len(ids))+`)`, args...)
+			WHERE state = 'pending' AND id IN (`+db.Placeholders(len(ids))+`)`, args...)
 		return err
 	})
 	if err != nil {
