@@ -2,6 +2,7 @@ package bitrix
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -52,10 +53,34 @@ func NewLimiter(ratePerSec float64, burst int, clock Clock) *Limiter {
 }
 
 // Rate returns the drain rate in units per second.
-func (l *Limiter) Rate() float64 { return l.rate }
+func (l *Limiter) Rate() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rate
+}
 
 // Burst returns the bucket's capacity.
-func (l *Limiter) Burst() int { return int(l.burst) }
+func (l *Limiter) Burst() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.burst)
+}
+
+// SetRate changes the drain rate and the capacity from now on, keeping
+// what the bucket holds, so that a changed setting (an upgrade to an
+// Enterprise plan, say) applies without a restart. Values NewLimiter would
+// refuse are refused with an error and change nothing.
+func (l *Limiter) SetRate(ratePerSec float64, burst int) error {
+	if !(ratePerSec > 0) || math.IsInf(ratePerSec, 0) || burst < 1 {
+		return fmt.Errorf("bitrix: limiter: rate %v per second with burst %d: want a positive rate and a burst of at least 1", ratePerSec, burst)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Drain at the old rate up to now, then continue at the new one.
+	l.drain(l.clock.Now())
+	l.rate, l.burst = ratePerSec, float64(burst)
+	return nil
+}
 
 // drain brings the level up to now. The caller holds l.mu.
 func (l *Limiter) drain(now time.Time) {

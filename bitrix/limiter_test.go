@@ -193,3 +193,42 @@ func TestClientStaysUnderPortalLimit(t *testing.T) {
 		}
 	})
 }
+
+// TestLimiterSetRate: a new rate and burst apply from the moment they are
+// set, with what the bucket holds kept; invalid values change nothing.
+func TestLimiterSetRate(t *testing.T) {
+	clock := bitrixtest.NewClock(t0)
+	l := bitrix.NewLimiter(2, 50, clock)
+	for range 50 {
+		l.Reserve()
+	}
+	if d := l.Reserve(); d != 500*time.Millisecond {
+		t.Fatalf("51st call at 2/s waits %v", d)
+	}
+	// An Enterprise plan: 5/s, burst 250. The bucket holds 51.
+	if err := l.SetRate(5, 250); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 199 {
+		if d := l.Reserve(); d != 0 {
+			t.Fatalf("call %d after the upgrade waits %v", i+1, d)
+		}
+	}
+	if d := l.Reserve(); d != 200*time.Millisecond {
+		t.Fatalf("call past the new burst waits %v, want 200ms at 5/s", d)
+	}
+	if l.Rate() != 5 || l.Burst() != 250 {
+		t.Fatalf("rate %v burst %d", l.Rate(), l.Burst())
+	}
+	for _, bad := range []struct {
+		rate  float64
+		burst int
+	}{{0, 10}, {-1, 10}, {2, 0}} {
+		if err := l.SetRate(bad.rate, bad.burst); err == nil {
+			t.Errorf("SetRate(%v, %d) accepted", bad.rate, bad.burst)
+		}
+	}
+	if l.Rate() != 5 || l.Burst() != 250 {
+		t.Fatalf("a refused SetRate changed the limiter: rate %v burst %d", l.Rate(), l.Burst())
+	}
+}

@@ -42,6 +42,9 @@ func (u *upkeep) schedule(s *scheduler.Scheduler) error {
 		s.Every("bitrix_grant_refresh", 10*time.Minute, u.refreshGrant, scheduler.RunAtStart()),
 		s.Every("bitrix_connector_check", 15*time.Minute, u.checkConnector, scheduler.RunAtStart()),
 		s.Daily("meta_token_check", 4, 0, u.checkMetaToken, scheduler.RunAtStart()),
+		// bitrix.rate_per_sec and rate_burst change the running bucket
+		// rather than replacing it: its level must carry over.
+		s.Every("bitrix_rate_limit", 30*time.Second, u.applyRateLimit),
 		// At 03:00, when few customers write, and not at start: the first
 		// run may compact the database once, which holds up writers for
 		// a few seconds.
@@ -120,3 +123,15 @@ func (u *upkeep) prune(ctx context.Context) (string, error) {
 
 func (u *upkeep) connectorState(context.Context) string { return u.connector.Load().(string) }
 func (u *upkeep) metaTokenState(context.Context) string { return u.metaToken.Load().(string) }
+
+func (u *upkeep) applyRateLimit(ctx context.Context) (string, error) {
+	rate, burst := rateSettings(ctx, u.settings)
+	l := u.portal.Limiter()
+	if l.Rate() == rate && l.Burst() == burst {
+		return "unchanged", nil
+	}
+	if err := l.SetRate(rate, burst); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("now %g requests per second, burst %d", rate, burst), nil
+}

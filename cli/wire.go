@@ -64,20 +64,10 @@ func setting(s *settings.Store, name string) func(context.Context) (string, erro
 	return func(ctx context.Context) (string, error) { return s.Get(ctx, name) }
 }
 
-// newBitrix builds the portal client. Its rate limit is read once, at
-// start: the leaky bucket must persist across calls to mean anything.
+// newBitrix builds the portal client with the configured rate limit; the
+// bitrix_rate_limit job applies a changed one to the running bucket.
 func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger, observe func(string, int, time.Duration)) (*bitrix.Client, error) {
-	rate, burst := bitrix.DefaultRatePerSec, bitrix.DefaultBurst
-	if v, err := s.Get(ctx, settings.BitrixRatePerSec); err == nil && v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			rate = f
-		}
-	}
-	if v, err := s.Get(ctx, settings.BitrixRateBurst); err == nil && v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			burst = n
-		}
-	}
+	rate, burst := rateSettings(ctx, s)
 	return bitrix.New(bitrix.Options{
 		ClientID:     setting(s, settings.BitrixClientID),
 		ClientSecret: setting(s, settings.BitrixClientSecret),
@@ -89,6 +79,23 @@ func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger, observe
 		Logger:       log.With("component", "bitrix"),
 		Observe:      observe,
 	}), nil
+}
+
+// rateSettings reads the portal's rate limit, with the defaults for values
+// that are unset or unreadable.
+func rateSettings(ctx context.Context, s *settings.Store) (float64, int) {
+	rate, burst := bitrix.DefaultRatePerSec, bitrix.DefaultBurst
+	if v, err := s.Get(ctx, settings.BitrixRatePerSec); err == nil && v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			rate = f
+		}
+	}
+	if v, err := s.Get(ctx, settings.BitrixRateBurst); err == nil && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			burst = n
+		}
+	}
+	return rate, burst
 }
 
 // newWhatsApp builds the Graph client. meta.graph_url and the access token
