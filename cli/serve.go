@@ -117,6 +117,7 @@ func runServe(e *env, args []string) error {
 			}
 		})
 	rl.Register(q)
+	up.leads = rl.LeadConflict
 	up.retention = &retention{db: st.db, relay: rl, settings: st.settings, now: time.Now}
 	sched, err := scheduler.New(scheduler.Options{DB: st.db, Log: log})
 	if err != nil {
@@ -144,6 +145,7 @@ func runServe(e *env, args []string) error {
 			BitrixGrant:     func(context.Context) string { return portal.GrantState() },
 			BitrixConnector: up.connectorState,
 			MetaToken:       up.metaTokenState,
+			LeadConflict:    func(context.Context) bool { return up.leadConflict.Load() },
 			LastInbound:     rl.LastInbound,
 			LastOutbound:    rl.LastOutbound,
 		},
@@ -154,6 +156,8 @@ func runServe(e *env, args []string) error {
 				if _, err := rl.ReleaseHeld(e.ctx, relay.ToBitrix); err != nil {
 					log.Error("releasing held messages failed", "err", err)
 				}
+				// A newly connected line may create leads of its own.
+				go up.checkLeads(context.WithoutCancel(e.ctx))
 			}
 		},
 		Version: e.build.Version,

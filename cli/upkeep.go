@@ -24,6 +24,10 @@ type upkeep struct {
 	metaToken atomic.Value // string: ok, invalid or unknown
 	// retention is the daily clean-up; serve sets it before schedule.
 	retention *retention
+	// leads reports whether the Open Line's own CRM settings also create
+	// leads while crm.lead_mode is bridge; serve sets it.
+	leads        func(ctx context.Context) (bool, error)
+	leadConflict atomic.Bool
 }
 
 func newUpkeep(s *settings.Store, portal *bitrix.Client, wa *whatsapp.Client) *upkeep {
@@ -89,10 +93,28 @@ func (u *upkeep) checkConnector(ctx context.Context) (string, error) {
 	}
 	if st.Status && st.Configured {
 		u.connector.Store("active")
+		if u.checkLeads(ctx) {
+			return "active; the Open Line's own CRM settings also create leads", nil
+		}
 		return "active", nil
 	}
 	u.connector.Store("inactive")
 	return fmt.Sprintf("inactive on line %d", line), nil
+}
+
+// checkLeads looks whether the bridge and the Open Line would both create
+// leads, remembers it for /health and returns it. A failed look keeps what
+// was known.
+func (u *upkeep) checkLeads(ctx context.Context) bool {
+	if u.leads == nil {
+		return false
+	}
+	conflict, err := u.leads(ctx)
+	if err != nil {
+		return u.leadConflict.Load()
+	}
+	u.leadConflict.Store(conflict)
+	return conflict
 }
 
 func (u *upkeep) checkMetaToken(ctx context.Context) (string, error) {

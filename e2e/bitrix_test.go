@@ -356,3 +356,28 @@ func TestInvalidGrantAndReinstall(t *testing.T) {
 		t.Fatalf("grant state after re-install = %v", g)
 	}
 }
+
+// TestHealthReportsLeadConflict: with crm.lead_mode bridge (the default)
+// and an Open Channel whose own CRM settings create leads too, /health
+// says so once the connector is connected to that line.
+func TestHealthReportsLeadConflict(t *testing.T) {
+	b := connectedBridge(t, func(p *bitrixtest.Portal) {
+		p.SetOpenLine(7, map[string]any{"LINE_NAME": "WhatsApp", "ACTIVE": "Y", "CRM": "Y", "CRM_CREATE": "lead"})
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		h := health(t, b.srv)
+		crm, _ := h["crm"].(map[string]any)
+		if crm["lead_conflict"] == true {
+			if h["status"] != "degraded" || !strings.Contains(crm["advice"].(string), "crm.lead_mode=line") {
+				t.Fatalf("health = %v", h)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no lead conflict reported: %v", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.srv.stop()
+}

@@ -24,9 +24,12 @@ type bridge struct {
 	srv    *server
 }
 
-func connectedBridge(t *testing.T) *bridge {
+func connectedBridge(t *testing.T, setup ...func(*bitrixtest.Portal)) *bridge {
 	t.Helper()
 	p, in, srv := portalSetup(t)
+	for _, f := range setup {
+		f(p)
+	}
 	g := whatsapptest.NewServer(t, whatsapptest.Options{})
 	if r := in.run("config", "set", "meta.app_secret="+testAppSecret, "meta.graph_url="+g.BaseURL(),
 		"meta.access_token="+g.Token(), "meta.phone_number_id="+whatsapptest.DefaultPhoneNumberID,

@@ -19,6 +19,9 @@ type Probes struct {
 	BitrixConnector func(ctx context.Context) string
 	// MetaToken: ok, invalid or unknown.
 	MetaToken func(ctx context.Context) string
+	// LeadConflict: whether crm.lead_mode is bridge while the Open Line's
+	// own CRM settings also create leads, so new customers would get two.
+	LeadConflict func(ctx context.Context) bool
 	// LastInbound and LastOutbound: the time of the last message relayed
 	// each way, zero if none.
 	LastInbound  func(ctx context.Context) time.Time
@@ -57,6 +60,7 @@ type Health struct {
 	LastOutbound *time.Time           `json:"last_outbound"`
 	Bitrix       HealthBitrix         `json:"bitrix"`
 	Meta         HealthMeta           `json:"meta"`
+	CRM          HealthCRM            `json:"crm"`
 	Jobs         map[string]HealthJob `json:"jobs"`
 }
 
@@ -75,6 +79,12 @@ type HealthQueue struct {
 type HealthBitrix struct {
 	Grant     string `json:"grant"`
 	Connector string `json:"connector"`
+}
+
+// HealthCRM says whether leads would be created twice.
+type HealthCRM struct {
+	LeadConflict bool   `json:"lead_conflict"`
+	Advice       string `json:"advice,omitempty"`
 }
 
 // HealthMeta is the state of the WhatsApp connection.
@@ -127,7 +137,10 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		if h.Jobs, err = s.jobRuns(ctx); err != nil {
 			s.log.Error("health: job runs", "err", err)
 		}
-		if h.DeadLetters > 0 || h.Bitrix.Grant == "invalid_grant" || h.Meta.Token == "invalid" || h.Bitrix.Connector == "inactive" {
+		if s.probes.LeadConflict != nil && s.probes.LeadConflict(ctx) {
+			h.CRM = HealthCRM{LeadConflict: true, Advice: "crm.lead_mode is bridge and the Open Channel's own CRM settings also create leads: set crm.lead_mode=line, or turn lead creation off in the Open Channel's CRM settings"}
+		}
+		if h.DeadLetters > 0 || h.Bitrix.Grant == "invalid_grant" || h.Meta.Token == "invalid" || h.Bitrix.Connector == "inactive" || h.CRM.LeadConflict {
 			h.Status = "degraded"
 		}
 	}
