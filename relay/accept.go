@@ -26,26 +26,29 @@ const (
 	eventRejected  = "rejected"
 )
 
-type eventPayload struct {
-	EventID int64 `json:"event_id"`
-}
-
 // AcceptWhatsApp stores a verified WhatsApp webhook in the audit log as
 // accepted, inside tx, so that the event is processed if and only if the
-// caller's transaction commits: the intake drains accepted rows. It returns the
-// audit row's id. ev.Source must be "whatsapp" or empty, ev.Status
+// caller's transaction commits: the intake drains accepted rows. It returns
+// the audit row's id. ev.Source must be "whatsapp" or empty, ev.Status
 // "accepted" or empty (an event whose signature failed is recorded by the
 // caller, never accepted here); an empty ReceivedAt means now and an empty
-// HTTPStatus 200. Call Wake after the commit.
+// HTTPStatus 200. Call Accepted after the commit.
 func (r *Relay) AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error) {
+	return r.accept(ctx, tx, "whatsapp", ev)
+}
+
+// accept stores ev as an accepted event of source. The accepted row is the
+// durable work item the intake drains (intake.go); nothing else needs to
+// be written.
+func (r *Relay) accept(ctx context.Context, tx *sql.Tx, source string, ev db.WebhookEvent) (int64, error) {
 	if ev.Source == "" {
-		ev.Source = "whatsapp"
+		ev.Source = source
 	}
 	if ev.Status == "" {
 		ev.Status = eventAccepted
 	}
-	if ev.Source != "whatsapp" || ev.Status != eventAccepted {
-		return 0, fmt.Errorf("relay: accept whatsapp event: source %q, status %q: %w", ev.Source, ev.Status, model.ErrInvalid)
+	if ev.Source != source || ev.Status != eventAccepted {
+		return 0, fmt.Errorf("relay: accept %s event: source %q, status %q: %w", source, ev.Source, ev.Status, model.ErrInvalid)
 	}
 	if ev.ReceivedAt.IsZero() {
 		ev.ReceivedAt = r.now().UTC()
@@ -53,68 +56,16 @@ func (r *Relay) AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEve
 	if ev.HTTPStatus == 0 {
 		ev.HTTPStatus = http.StatusOK
 	}
-	// The accepted row is the durable work item the intake drains
-	// (intake.go); nothing else needs to be written.
 	id, err := db.InsertWebhookEvent(ctx, tx, ev)
 	if err != nil {
-		return 0, errorf("accept whatsapp event", err)
+		return 0, errorf("accept "+source+" event", err)
 	}
 	return id, nil
 }
 
-// maxDrain bounds how many waiting events one job processes in one
+// maxDrain bounds how many waiting events the intake processes in one
 // transaction.
 const maxDrain = 100
-
-// runWhatsAppEvent is the job of JobWhatsAppEvent. Jobs run concurrently
-// and may start out of order, so each first processes, in id order, every
-// accepted event up to and including its own: messages are numbered in the
-// order their webhooks were accepted whichever job gets there first.
-func (r *Relay) runWhatsAppEvent(ctx context.Context, payload []byte) error {
-	var p eventPayload
-	if err := json.Unmarshal(payload, &p); err != nil || p.EventID <= 0 {
-		return fmt.Errorf("relay: whatsapp event job: unreadable payload %q: %w", payload, model.ErrPermanent)
-	}
-	r.eventMu.Lock()
-	defer r.eventMu.Unlock()
-	for {
-		ids, err := r.waitingEvents(ctx, p.EventID)
-		if err != nil {
-			return err
-		}
-		if len(ids) == 0 {
-			return nil // processed already, by an earlier job
-		}
-		results, err := r.processEvents(ctx, ids, false)
-		if err != nil {
-			return err
-		}
-		progress := false
-		for i, res := range results {
-			progress = progress || res.err == nil
-			switch {
-			case res.err != nil && ids[i] == p.EventID:
-				return fmt.Errorf("relay: process whatsapp event %d: %w", ids[i], res.err)
-			case res.err != nil:
-				// Its own job retries it; holding up this one would
-				// not help it.
-				r.log.Warn("earlier event could not be processed", "event_id", ids[i], "err", res.err)
-			}
-		}
-		if ids[len(ids)-1] == p.EventID || len(ids) < maxDrain {
-			return nil
-		}
-		if !progress {
-			return fmt.Errorf("relay: process whatsapp event %d: %d earlier events keep failing", p.EventID, len(ids))
-		}
-	}
-}
-
-// waitingEvents lists, oldest first, up to maxDrain accepted WhatsApp
-// events with ids up to upTo.
-func (r *Relay) waitingEvents(ctx context.Context, upTo int64) ([]int64, error) {
-	return r.waitingEventsOf(ctx, "whatsapp", upTo)
-}
 
 // waitingEventsOf lists, oldest first, up to maxDrain accepted events of
 // source with ids up to upTo.

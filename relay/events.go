@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"strings"
+
+	"wabridge/db"
 )
 
 // storedEvent is an audit row loaded for processing, with its payload
@@ -35,25 +37,44 @@ type eventKind[E any] struct {
 // events that are not waiting (a replay). The error is for the transaction
 // as a whole.
 func processStored[E any](ctx context.Context, r *Relay, k eventKind[E], ids []int64, force bool) ([]eventResult, error) {
+	// One query loads the whole batch.
+	type row struct {
+		status  string
+		payload []byte
+	}
+	loaded := make(map[int64]row, len(ids))
+	rows, err := r.db.R.QueryContext(ctx, `SELECT id, status, payload FROM webhook_events WHERE source = ? AND id IN (`+db.Placeholders(len(ids))+`)`,
+		append([]any{k.source}, int64Args(ids)...)...)
+	if err != nil {
+		return nil, errorf("load "+k.source+" events", err)
+	}
+	for rows.Next() {
+		var id int64
+		var rw row
+		if err := rows.Scan(&id, &rw.status, &rw.payload); err != nil {
+			rows.Close()
+			return nil, errorf("load "+k.source+" events", err)
+		}
+		loaded[id] = rw
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, errorf("load "+k.source+" events", err)
+	}
 	evs := make([]storedEvent[E], 0, len(ids))
 	for _, id := range ids {
-		var status string
-		var payload []byte
-		err := r.db.R.QueryRowContext(ctx, `SELECT status, payload FROM webhook_events WHERE id = ? AND source = ?`, id, k.source).Scan(&status, &payload)
-		if errors.Is(err, sql.ErrNoRows) {
+		rw, ok := loaded[id]
+		if !ok {
 			evs = append(evs, storedEvent[E]{id: id, status: "missing"})
 			continue
 		}
-		if err != nil {
-			return nil, errorf("load "+k.source+" event", err)
-		}
-		se := storedEvent[E]{id: id, status: status}
-		se.ev, se.parseErr = k.parse(payload)
+		se := storedEvent[E]{id: id, status: rw.status}
+		se.ev, se.parseErr = k.parse(rw.payload)
 		evs = append(evs, se)
 	}
 	snap := r.snapshot(ctx)
 	results := make([]eventResult, len(evs))
-	err := r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err = r.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for i, ev := range evs {
 			results[i] = eventResult{}
 			if ev.status == "missing" || ev.status == eventRejected || (!force && ev.status != eventAccepted) {

@@ -6,13 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"unicode/utf8"
 
 	"wabridge/bitrix"
 	"wabridge/db"
-	"wabridge/model"
 )
 
 // WhatsApp's limits on the text of one message.
@@ -29,12 +27,12 @@ const (
 // empty and ev.Status "accepted" or empty (an event refused at the door is
 // recorded by the caller, never accepted here), else the error wraps
 // model.ErrInvalid; an empty ReceivedAt means now and an empty HTTPStatus
-// 200. Call Wake after the commit.
+// 200. Call Accepted after the commit.
 //
 // The outbound path then runs in three stages, each durable before the
 // next starts:
 //
-//  1. The job (JobBitrixEvent) parses the event. Every message of an
+//  1. The intake (intake.go) parses the event. Every message of an
 //     ONIMCONNECTORMESSAGEADD for this bridge's connector and line becomes
 //     one outbound row, once per Bitrix24 message id (im.message_id), in
 //     the conversation of the customer whose wa_id is the event's chat.id,
@@ -53,69 +51,7 @@ const (
 //     reports WhatsApp's later statuses and posts the system notes
 //     (closed window, refused files, dead letters).
 func (r *Relay) AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error) {
-	if ev.Source == "" {
-		ev.Source = "bitrix"
-	}
-	if ev.Status == "" {
-		ev.Status = eventAccepted
-	}
-	if ev.Source != "bitrix" || ev.Status != eventAccepted {
-		return 0, fmt.Errorf("relay: accept bitrix event: source %q, status %q: %w", ev.Source, ev.Status, model.ErrInvalid)
-	}
-	if ev.ReceivedAt.IsZero() {
-		ev.ReceivedAt = r.now().UTC()
-	}
-	if ev.HTTPStatus == 0 {
-		ev.HTTPStatus = http.StatusOK
-	}
-	// The accepted row is the durable work item the intake drains.
-	id, err := db.InsertWebhookEvent(ctx, tx, ev)
-	if err != nil {
-		return 0, errorf("accept bitrix event", err)
-	}
-	return id, nil
-}
-
-// runBitrixEvent is the job of JobBitrixEvent. Like runWhatsAppEvent it
-// first processes, in id order, every accepted Bitrix24 event up to its
-// own, so that operators' messages are numbered in the order their events
-// arrived whichever job runs first.
-func (r *Relay) runBitrixEvent(ctx context.Context, payload []byte) error {
-	var p eventPayload
-	if err := json.Unmarshal(payload, &p); err != nil || p.EventID <= 0 {
-		return fmt.Errorf("relay: bitrix event job: unreadable payload %q: %w", payload, model.ErrPermanent)
-	}
-	r.bxEventMu.Lock()
-	defer r.bxEventMu.Unlock()
-	for {
-		ids, err := r.waitingEventsOf(ctx, "bitrix", p.EventID)
-		if err != nil {
-			return err
-		}
-		if len(ids) == 0 {
-			return nil
-		}
-		results, err := r.processBitrixEvents(ctx, ids, false)
-		if err != nil {
-			return err
-		}
-		progress := false
-		for i, res := range results {
-			progress = progress || res.err == nil
-			switch {
-			case res.err != nil && ids[i] == p.EventID:
-				return fmt.Errorf("relay: process bitrix event %d: %w", ids[i], res.err)
-			case res.err != nil:
-				r.log.Warn("earlier bitrix event could not be processed", "event_id", ids[i], "err", res.err)
-			}
-		}
-		if ids[len(ids)-1] == p.EventID || len(ids) < maxDrain {
-			return nil
-		}
-		if !progress {
-			return fmt.Errorf("relay: process bitrix event %d: %d earlier events keep failing", p.EventID, len(ids))
-		}
-	}
+	return r.accept(ctx, tx, "bitrix", ev)
 }
 
 type loadedBitrixEvent = storedEvent[*bitrix.Event]

@@ -45,21 +45,12 @@ import (
 
 // Jobs the relay runs on the queue; Register installs their functions.
 const (
-	// JobWhatsAppEvent processes stored WhatsApp webhooks up to one
-	// (payload {"event_id":N}). Accepted webhooks are drained by the
-	// intake without a job; the function stays registered for jobs an
-	// earlier version left in the queue.
-	JobWhatsAppEvent queue.Job = "relay.whatsapp_event"
 	// JobFetchMedia downloads the file of one inbound message from WhatsApp
 	// and re-hosts it (payload {"message_id":N}).
 	JobFetchMedia queue.Job = "relay.fetch_media"
 	// JobLead looks a new customer up in the CRM and creates a lead when
 	// none exists (payload {"contact_id":N}).
 	JobLead queue.Job = "relay.lead"
-	// JobBitrixEvent processes stored Bitrix24 events up to one (payload
-	// {"event_id":N}): operators' messages become outbound messages. Like
-	// JobWhatsAppEvent it is kept for jobs an earlier version queued.
-	JobBitrixEvent queue.Job = "relay.bitrix_event"
 	// JobRedeliver is the dead-letter entry of a message or status report
 	// the pump gave up on (payload {"message_id":N} or {"report_id":N}).
 	// Its first run parks it in the dead-letter list; a retry of that dead
@@ -270,11 +261,9 @@ func New(opts Options) *Relay {
 // Register installs the relay's job functions on q. Call it once, before
 // q.Run.
 func (r *Relay) Register(q *queue.Queue) {
-	q.Register(JobWhatsAppEvent, r.runWhatsAppEvent)
 	q.Register(JobFetchMedia, r.runFetchMedia)
 	q.Register(JobLead, r.runLead)
 	q.Register(JobRedeliver, r.runRedeliver)
-	q.Register(JobBitrixEvent, r.runBitrixEvent)
 }
 
 // Accepted tells the intake that AcceptWhatsApp or AcceptBitrix has
