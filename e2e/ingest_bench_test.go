@@ -100,6 +100,24 @@ func peakRSS(pid int) int64 {
 	return 0
 }
 
+// cpuTime returns the user plus system CPU time pid has used so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; the fields after it are fixed.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	// The kernel counts in clock ticks, 100 per second on Linux.
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
 // BenchmarkIngest measures signed-webhook ingest of the real binary —
 // every 200 means the payload and its job are committed with
 // synchronous=FULL — against a bare handler that only reads the body and
@@ -131,7 +149,7 @@ func BenchmarkIngest(b *testing.B) {
 	}))
 	defer bare.Close()
 
-	in := &inst{t: b, data: b.TempDir(), env: []string{"WABRIDGE_MASTER_KEY=" + newKey(b), "WABRIDGE_LOG_LEVEL=warn"}}
+	in := &inst{t: b, data: b.TempDir(), env: []string{"WABRIDGE_MASTER_KEY=" + newKey(b)}}
 	if r := in.run("config", "set", "meta.app_secret="+testAppSecret); r.code != 0 {
 		b.Fatalf("config: %+v", r)
 	}
@@ -143,7 +161,9 @@ func BenchmarkIngest(b *testing.B) {
 	load(b, bare.URL, body, sig, clients, time.Second)
 	load(b, srv.url+"/webhook/whatsapp", body, sig, clients, time.Second)
 	base := load(b, bare.URL, body, sig, clients, time.Duration(secs)*time.Second)
+	cpu0 := cpuTime(srv.cmd.Process.Pid)
 	real := load(b, srv.url+"/webhook/whatsapp", body, sig, clients, time.Duration(secs)*time.Second)
+	cpu := cpuTime(srv.cmd.Process.Pid) - cpu0
 	b.StopTimer()
 	if real.failures > 0 || base.failures > 0 {
 		b.Fatalf("failures: bridge %d, bare %d", real.failures, base.failures)
@@ -156,4 +176,7 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(float64(base.p99.Microseconds())/1000, "bare_p99_ms")
 	b.ReportMetric(real.perSec()/base.perSec(), "ratio")
 	b.ReportMetric(float64(rss)/(1<<20), "bridge_peak_rss_MB")
+	if real.requests > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(real.requests), "bridge_cpu_us/req")
+	}
 }

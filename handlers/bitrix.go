@@ -371,7 +371,7 @@ func (s *Server) storeBitrixEvent(ctx context.Context, r *http.Request, start ti
 	if err != nil {
 		s.log.Error("bitrix event not stored", "request_id", ev.RequestID, "err", err)
 	} else if status == "accepted" {
-		s.inbound.Accepted()
+		s.inbound.Accepted("bitrix")
 	}
 	s.countWebhook("bitrix", status)
 	if status == "rejected" {

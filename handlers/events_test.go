@@ -277,7 +277,7 @@ func TestEventStream(t *testing.T) {
 	}
 
 	// Notify (an accepted webhook) wakes the streams at once.
-	lc.s.inbound.Accepted()
+	lc.s.inbound.Accepted("whatsapp")
 
 	lc.live.Close()
 	select {

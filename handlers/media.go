@@ -20,8 +20,9 @@ type Inbound interface {
 	// processing job in tx.
 	AcceptWhatsApp(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
 	AcceptBitrix(ctx context.Context, tx *sql.Tx, ev db.WebhookEvent) (int64, error)
-	// Accepted starts work on a webhook that was just committed.
-	Accepted()
+	// Accepted starts work on a webhook of source ("whatsapp" or
+	// "bitrix") that was just committed.
+	Accepted(source string)
 	// ReleaseHeld makes held messages due now, after their cause was
 	// fixed (direction relay.ToBitrix or relay.ToWhatsApp).
 	ReleaseHeld(ctx context.Context, direction string) (int64, error)

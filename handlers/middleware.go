@@ -58,6 +58,12 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and deadlines.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// auditedPaths are the webhook routes whose every call is recorded in the
+// webhook audit log with its request id, status and duration. Their
+// successful calls, which can number thousands a second, are logged at
+// debug level only; refusals and failures are still logged.
+var auditedPaths = map[string]bool{"/webhook/whatsapp": true, "/bitrix/events": true}
+
 // logRequests assigns the request id, echoes it, and logs every request
 // with method, path, status, duration and id once it is answered.
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
@@ -75,8 +81,11 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 		}
 		level := slog.LevelInfo
-		if sw.status >= 500 {
+		switch {
+		case sw.status >= 500:
 			level = slog.LevelError
+		case sw.status < 400 && r.Method == http.MethodPost && auditedPaths[r.URL.Path]:
+			level = slog.LevelDebug
 		}
 		log.LogAttrs(r.Context(), level, "request",
 			slog.String("method", r.Method),

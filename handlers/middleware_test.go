@@ -107,3 +107,35 @@ func TestLimitBody(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditedWebhooksLogQuietly: a webhook that was accepted is in the
+// audit log already, so its request line is at debug level; everything
+// else, and every refused webhook, is logged at info or above.
+func TestAuditedWebhooksLogQuietly(t *testing.T) {
+	cases := []struct {
+		method, path string
+		status       int
+		level        string
+	}{
+		{http.MethodPost, "/webhook/whatsapp", 200, "DEBUG"},
+		{http.MethodPost, "/bitrix/events", 200, "DEBUG"},
+		{http.MethodPost, "/webhook/whatsapp", 401, "INFO"},
+		{http.MethodPost, "/webhook/whatsapp", 503, "ERROR"},
+		{http.MethodGet, "/webhook/whatsapp", 200, "INFO"},
+		{http.MethodPost, "/admin/login", 200, "INFO"},
+		{http.MethodGet, "/health", 200, "INFO"},
+	}
+	for _, c := range cases {
+		t.Run(c.method+c.path+http.StatusText(c.status), func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			h := logRequests(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(c.status)
+			}))
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(c.method, c.path, nil))
+			if want := `"level":"` + c.level + `"`; !strings.Contains(logs.String(), want) {
+				t.Errorf("log line %s lacks %s", logs.String(), want)
+			}
+		})
+	}
+}

@@ -210,8 +210,8 @@ type notifyingInbound struct {
 	live *Live
 }
 
-func (n notifyingInbound) Accepted() {
-	n.Inbound.Accepted()
+func (n notifyingInbound) Accepted(source string) {
+	n.Inbound.Accepted(source)
 	n.live.Notify()
 }
 

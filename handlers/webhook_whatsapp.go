@@ -86,7 +86,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	s.inbound.Accepted()
+	s.inbound.Accepted("whatsapp")
 	s.countWebhook("whatsapp", "accepted")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok")

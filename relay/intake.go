@@ -21,6 +21,21 @@ import (
 //
 // An event that fails to process stays 'accepted' and is tried again with
 // growing pauses; the events behind it are processed meanwhile.
+//
+// Acknowledging comes first. While webhooks keep arriving faster than one
+// drain takes them, the intake pauses between full batches for
+// intakeYield times as long as the batch took, so that a burst is
+// acknowledged at the speed of the durable write alone and Meta never
+// waits or retries. Processing then still runs at a quarter of its full
+// speed, which is well over a thousand events a second and far more than
+// the portal accepts (bitrix.rate_per_sec calls of 50 messages), so
+// deliveries are not held up by the pause; the backlog is worked off at
+// full speed as soon as the burst ends. A backlog with nothing new
+// arriving (after a restart, say) is drained without pauses.
+
+// intakeYield is how many times as long as a full batch took the intake
+// pauses before the next one while webhooks keep arriving.
+const intakeYield = 3
 
 // intakeIdle is the safety net between drains when nothing wakes the
 // intake; every accepted webhook wakes it at once.
@@ -41,12 +56,11 @@ func (r *Relay) intakeSources() []intakeSource {
 	}
 }
 
-// runIntake drains src until ctx ends. A drain in progress finishes first:
-// its transactions are short and its outcome must be recorded.
+// runIntake drains src until ctx ends.
 func (r *Relay) runIntake(ctx context.Context, src intakeSource) {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		failed := r.drain(context.WithoutCancel(ctx), src)
+		failed := r.drain(ctx, src)
 		wait := intakeIdle
 		if failed {
 			backoff = min(max(2*backoff, 100*time.Millisecond), 30*time.Second)
@@ -64,13 +78,17 @@ func (r *Relay) runIntake(ctx context.Context, src intakeSource) {
 	}
 }
 
-// drain processes every waiting event of src, oldest first. It reports
-// whether some event could not be processed.
+// drain processes every waiting event of src, oldest first, until none is
+// left or ctx ends. A batch in progress finishes first: its transaction is
+// short and its outcome must be recorded. It reports whether some event
+// could not be processed.
 func (r *Relay) drain(ctx context.Context, src intakeSource) (failed bool) {
 	src.mu.Lock()
 	defer src.mu.Unlock()
-	for {
-		ids, err := r.waitingEventsOf(ctx, src.name, math.MaxInt64)
+	work := context.WithoutCancel(ctx)
+	for ctx.Err() == nil {
+		start, accepts := time.Now(), r.accepts.Load()
+		ids, err := r.waitingEventsOf(work, src.name, math.MaxInt64)
 		if err != nil {
 			r.log.Error("waiting events unreadable", "source", src.name, "err", err)
 			return true
@@ -78,7 +96,7 @@ func (r *Relay) drain(ctx context.Context, src intakeSource) (failed bool) {
 		if len(ids) == 0 {
 			return false
 		}
-		results, err := src.process(ctx, ids, false)
+		results, err := src.process(work, ids, false)
 		if err != nil {
 			r.log.Error("events could not be processed", "source", src.name, "err", err)
 			return true
@@ -98,6 +116,21 @@ func (r *Relay) drain(ctx context.Context, src intakeSource) (failed bool) {
 			return failed
 		}
 		r.wakePump()
+		if r.accepts.Load() != accepts {
+			r.yield(ctx, time.Since(start)*intakeYield)
+		}
+	}
+	return false
+}
+
+// yield pauses the intake for d, or until ctx ends.
+func (r *Relay) yield(ctx context.Context, d time.Duration) {
+	r.stats.yields.Add(1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

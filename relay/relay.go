@@ -175,6 +175,9 @@ type Relay struct {
 	// eventMu serialises the processing of webhook events, so that
 	// messages are numbered in the order their webhooks were accepted.
 	eventMu sync.Mutex
+	// accepts counts accepted webhooks, so that the intake can tell
+	// whether more arrived while it worked (see intakeYield).
+	accepts atomic.Int64
 	// bxEventMu does the same for Bitrix24 events.
 	bxEventMu sync.Mutex
 
@@ -182,6 +185,7 @@ type Relay struct {
 
 	stats struct {
 		events, messages, duplicates, noted, statuses atomic.Int64
+		yields                                        atomic.Int64
 		calls, delivered, retried, dead, held         atomic.Int64
 
 		bxEvents, outMessages, outDuplicates, outSent      atomic.Int64
@@ -266,13 +270,18 @@ func (r *Relay) Register(q *queue.Queue) {
 	q.Register(JobRedeliver, r.runRedeliver)
 }
 
-// Accepted tells the intake that AcceptWhatsApp or AcceptBitrix has
-// committed: call it after that transaction. Only the intake wakes; it
-// wakes the pumps and the queue itself when processing created work, so a
-// flood of webhooks costs no extra queries. It never blocks.
-func (r *Relay) Accepted() {
+// Accepted tells the intake of source ("whatsapp" or "bitrix") that
+// AcceptWhatsApp or AcceptBitrix has committed: call it after that
+// transaction. Only that intake wakes; it wakes the pumps and the queue
+// itself when processing created work, so a flood of webhooks costs no
+// extra queries. It never blocks.
+func (r *Relay) Accepted(source string) {
+	r.accepts.Add(1)
+	if source == "bitrix" {
+		wakeChan(r.wakeBX)
+		return
+	}
 	wakeChan(r.wakeWA)
-	wakeChan(r.wakeBX)
 }
 
 // Wake tells the intake, the delivery pumps and the queue's workers that
@@ -298,6 +307,9 @@ func (r *Relay) wakePump() {
 type Stats struct {
 	// Events is how many webhook events were processed (replays included).
 	Events int64
+	// Yields is how many times the intake paused between batches to let
+	// a burst of webhooks be acknowledged first.
+	Yields int64
 	// Messages is how many inbound messages were stored; Duplicates how many
 	// re-delivered ones were skipped; Noted how many could only be described
 	// in words (unknown or unsupported types).
@@ -332,7 +344,7 @@ type Stats struct {
 func (r *Relay) Stats() Stats {
 	s := &r.stats
 	return Stats{
-		Events: s.events.Load(), Messages: s.messages.Load(), Duplicates: s.duplicates.Load(),
+		Events: s.events.Load(), Yields: s.yields.Load(), Messages: s.messages.Load(), Duplicates: s.duplicates.Load(),
 		Noted: s.noted.Load(), Statuses: s.statuses.Load(), Calls: s.calls.Load(),
 		Delivered: s.delivered.Load(), Retried: s.retried.Load(), Dead: s.dead.Load(), Held: s.held.Load(),
 		BitrixEvents: s.bxEvents.Load(), OutMessages: s.outMessages.Load(), OutDuplicates: s.outDuplicates.Load(),

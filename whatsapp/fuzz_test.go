@@ -1,6 +1,8 @@
 package whatsapp_test
 
 import (
+	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -80,6 +82,33 @@ func FuzzVerifySignature(f *testing.F) {
 			if err := whatsapp.VerifySignature(secret, body, whatsapp.Sign(secret, body)); err != nil {
 				t.Fatalf("own signature rejected: %v", err)
 			}
+		}
+	})
+}
+
+// checkByDecoding is what CheckWebhook must agree with: the envelope
+// decoded by encoding/json.
+func checkByDecoding(body []byte) bool {
+	var head struct {
+		Object string `json:"object"`
+	}
+	return json.Unmarshal(body, &head) == nil && head.Object == whatsapp.ObjectWhatsAppBusinessAccount
+}
+
+func FuzzCheckWebhook(f *testing.F) {
+	for _, name := range webhookFixtures(f) {
+		f.Add(readFixture(f, name))
+	}
+	for _, s := range checkCases {
+		f.Add([]byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		err := whatsapp.CheckWebhook(body)
+		if want := checkByDecoding(body); (err == nil) != want {
+			t.Fatalf("CheckWebhook(%q) = %v, decoding says %v", body, err, want)
+		}
+		if err != nil && !json.Valid(body) == errors.Is(err, whatsapp.ErrNotWebhook) {
+			t.Fatalf("CheckWebhook(%q) = %v, but json.Valid = %v", body, err, json.Valid(body))
 		}
 	})
 }

@@ -580,30 +580,6 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 	return &w, nil
 }
 
-// CheckWebhook reports whether body is a syntactically valid webhook
-// envelope of a WhatsApp Business Account, without building the message
-// structures: the receiving handler only has to decide whether to store
-// the body, and parsing it in full happens once, later, when it is
-// processed. Its errors are those of ParseWebhook.
-func CheckWebhook(body []byte) error {
-	// Only the object is decoded; the rest is validated and skipped,
-	// which costs no allocations.
-	var head struct {
-		Object string `json:"object"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) || !json.Valid(body) {
-			return fmt.Errorf("whatsapp: parse webhook: %w", err)
-		}
-		return fmt.Errorf("whatsapp: parse webhook: %w: %v", ErrNotWebhook, err)
-	}
-	if head.Object != ObjectWhatsAppBusinessAccount {
-		return fmt.Errorf("whatsapp: parse webhook: %w: object %q", ErrNotWebhook, truncate(head.Object, 64))
-	}
-	return nil
-}
-
 // InboundMessage is one message of a webhook with where it came from.
 type InboundMessage struct {
 	// WABAID is the WhatsApp Business Account id of the entry.
