@@ -89,6 +89,7 @@ func runServe(e *env, args []string) error {
 		Log:      log,
 	})
 	var portal *bitrix.Client
+	var rl *relay.Relay
 	met := metrics.New(metrics.Options{
 		QueueDepth:      func() float64 { n, _ := q.Depth(e.ctx); return float64(n) },
 		DeadLetters:     func() float64 { n, _ := q.DeadCount(e.ctx); return float64(n) },
@@ -98,6 +99,12 @@ func runServe(e *env, args []string) error {
 			ok, failed := portal.Refreshes()
 			return float64(ok), float64(failed)
 		},
+		GroupCommits: func() (float64, float64) {
+			c, w := writer.Stats()
+			return float64(c), float64(w)
+		},
+		WebhooksWaiting: func() float64 { n, _ := rl.Waiting(e.ctx); return float64(n) },
+		IntakePauses:    func() float64 { return float64(rl.Stats().Yields) },
 	})
 	portal, err = newBitrix(e.ctx, st.settings, log, met.Observer("bitrix"))
 	if err != nil {
@@ -108,7 +115,7 @@ func runServe(e *env, args []string) error {
 		return err
 	}
 	up := newUpkeep(st.settings, portal, wa)
-	rl := newRelay(st, writer, q, portal, wa, log, func(state string) { up.metaToken.Store(state) },
+	rl = newRelay(st, writer, q, portal, wa, log, func(state string) { up.metaToken.Store(state) },
 		func(direction string, took time.Duration) {
 			if direction == relay.ToBitrix {
 				met.Relayed("inbound", took)

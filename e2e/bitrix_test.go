@@ -42,7 +42,7 @@ func health(t *testing.T, s *server) map[string]any {
 	return h
 }
 
-func readAll(t *testing.T, resp *http.Response) string {
+func readAll(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

@@ -13,7 +13,7 @@ import (
 
 // scrapeMetrics fetches /metrics with the bearer token and returns each
 // sample's value by name and labels.
-func scrapeMetrics(t *testing.T, url, token string) map[string]float64 {
+func scrapeMetrics(t testing.TB, url, token string) map[string]float64 {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url+"/metrics", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -84,8 +84,13 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s did not move: %v → %v", key, before[key], after[key])
 		}
 	}
-	if _, ok := after["wabridge_queue_depth"]; !ok {
-		t.Error("no queue depth gauge")
+	for _, key := range []string{"wabridge_queue_depth", "wabridge_webhooks_waiting", "wabridge_intake_pauses_total"} {
+		if _, ok := after[key]; !ok {
+			t.Errorf("no %s", key)
+		}
+	}
+	if c, w := after["wabridge_db_commits_total"], after["wabridge_db_group_writes_total"]; c <= before["wabridge_db_commits_total"] || w < c {
+		t.Errorf("group commits %v carrying %v writes (before: %v, %v)", c, w, before["wabridge_db_commits_total"], before["wabridge_db_group_writes_total"])
 	}
 	b.srv.stop()
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // openRO opens a data folder's database read-only beside a running server.
-func openRO(t *testing.T, data string) *sql.DB {
+func openRO(t testing.TB, data string) *sql.DB {
 	t.Helper()
 	d, err := sql.Open("sqlite3", "file:"+filepath.Join(data, "wabridge.db")+"?mode=ro&_busy_timeout=5000")
 	if err != nil {

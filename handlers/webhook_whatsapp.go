@@ -48,7 +48,7 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 		ReceivedAt: start.UTC(),
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, whatsappBodyLimit))
+	body, err := readBody(w, r, whatsappBodyLimit)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -90,6 +90,27 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 	s.countWebhook("whatsapp", "accepted")
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok")
+}
+
+// readBody reads a request body of at most limit bytes. The buffer starts
+// at the announced length (up to 64 KB, so that a false Content-Length
+// cannot make it allocate much), which saves io.ReadAll's re-growing.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	buf := make([]byte, 0, min(max(r.ContentLength, 0), 64<<10)+1)
+	body := http.MaxBytesReader(w, r.Body, limit)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // refuseWebhook records a refused call in the audit log and answers it.

@@ -26,6 +26,14 @@ type Options struct {
 	// TokenRefreshes returns the Bitrix24 token refreshes that succeeded
 	// and that failed.
 	TokenRefreshes func() (ok, failed float64)
+	// GroupCommits returns how many transactions the group-commit writer
+	// committed and how many writes they carried.
+	GroupCommits func() (commits, writes float64)
+	// WebhooksWaiting returns how many acknowledged webhooks wait to be
+	// processed; IntakePauses how often processing paused to let a burst
+	// of webhooks be acknowledged first.
+	WebhooksWaiting func() float64
+	IntakePauses    func() float64
 }
 
 // Metrics holds the collectors. It is safe for concurrent use.
@@ -80,6 +88,12 @@ func New(o Options) *Metrics {
 		counter("wabridge_bitrix_token_refreshes_total", "Bitrix24 access-token refreshes that succeeded.", func() float64 { ok, _ := o.TokenRefreshes(); return ok })
 		counter("wabridge_bitrix_token_refresh_failures_total", "Bitrix24 access-token refreshes that failed.", func() float64 { _, f := o.TokenRefreshes(); return f })
 	}
+	if o.GroupCommits != nil {
+		counter("wabridge_db_commits_total", "Transactions committed by the group-commit writer (each one fsync).", func() float64 { c, _ := o.GroupCommits(); return c })
+		counter("wabridge_db_group_writes_total", "Writes carried by those transactions; divided by the commits, the writes per fsync.", func() float64 { _, w := o.GroupCommits(); return w })
+	}
+	gauge("wabridge_webhooks_waiting", "Acknowledged webhooks waiting to be processed.", o.WebhooksWaiting)
+	counter("wabridge_intake_pauses_total", "Pauses of webhook processing that let a burst be acknowledged first.", o.IntakePauses)
 	return m
 }
 

@@ -90,6 +90,18 @@ func (r *Relay) waitingEventsOf(ctx context.Context, source string, upTo int64) 
 	return ids, nil
 }
 
+// Waiting returns how many accepted webhook events, of both sources, wait
+// to be processed.
+func (r *Relay) Waiting(ctx context.Context) (int64, error) {
+	var n int64
+	err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM webhook_events
+		WHERE source IN ('whatsapp', 'bitrix') AND status = 'accepted'`).Scan(&n)
+	if err != nil {
+		return 0, errorf("count waiting events", err)
+	}
+	return n, nil
+}
+
 // eventResult is the outcome of one event.
 type eventResult struct {
 	err                 error

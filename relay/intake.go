@@ -26,16 +26,17 @@ import (
 // drain takes them, the intake pauses between full batches for
 // intakeYield times as long as the batch took, so that a burst is
 // acknowledged at the speed of the durable write alone and Meta never
-// waits or retries. Processing then still runs at a quarter of its full
-// speed, which is well over a thousand events a second and far more than
-// the portal accepts (bitrix.rate_per_sec calls of 50 messages), so
+// waits or retries. Processing then still runs at an eighth of its full
+// speed, which is several hundred to a thousand events a second (make
+// bench reports it) and several times what the portal accepts
+// (bitrix.rate_per_sec calls of 50 messages, 100 a second by default), so
 // deliveries are not held up by the pause; the backlog is worked off at
 // full speed as soon as the burst ends. A backlog with nothing new
 // arriving (after a restart, say) is drained without pauses.
 
 // intakeYield is how many times as long as a full batch took the intake
 // pauses before the next one while webhooks keep arriving.
-const intakeYield = 3
+const intakeYield = 7
 
 // intakeIdle is the safety net between drains when nothing wakes the
 // intake; every accepted webhook wakes it at once.
