@@ -61,8 +61,11 @@ type Options struct {
 //   - _txlock=immediate: every write transaction takes the write lock at
 //     BEGIN. A deferred transaction that reads and then writes can fail with
 //     SQLITE_BUSY at its first write, which no busy_timeout can fix.
-//   - _cache_size=-4000: a 4 MB page cache per connection keeps the hot
-//     tables in memory without letting many readers grow without bound.
+//   - _cache_size=-4000 on the write connection, -1000 on each reader: the
+//     writer, which every change goes through, keeps the hot tables' pages
+//     in 4 MB; the readers share the operating system's file cache and need
+//     little of their own, so that a pool of them stays small (a burst of
+//     webhooks otherwise grows each to its full cache).
 //   - _stmt_cache_size=64: each connection keeps its recently used
 //     prepared statements, so the same SQL run thousands of times a second
 //     (the webhook insert, the queue's receive) is parsed once, not every
@@ -76,6 +79,7 @@ func dsn(path string, readOnly bool) string {
 	v.Set("_cache_size", "-4000")
 	v.Set("_stmt_cache_size", "64")
 	if readOnly {
+		v.Set("_cache_size", "-1000")
 		// query_only refuses writes on the read pool, so a write that
 		// slipped into a read path fails loudly instead of racing W.
 		v.Set("_query_only", "1")

@@ -32,6 +32,15 @@ ratio=$(metric BenchmarkIngest ratio)
 p50=$(metric BenchmarkIngest bridge_p50_ms)
 p99=$(metric BenchmarkIngest bridge_p99_ms)
 rss=$(metric BenchmarkIngest bridge_peak_rss_MB)
+floor=$(metric BenchmarkIngest floor_req/s)
+fratio=$(metric BenchmarkIngest floor_ratio)
+fp99=$(metric BenchmarkIngest floor_p99_ms)
+cpureq=$(metric BenchmarkIngest bridge_cpu_us/req)
+wpc=$(metric BenchmarkIngest writes/commit)
+waiting=$(metric BenchmarkIngest waiting_at_end)
+during=$(metric BenchmarkIngest processed_during/s)
+caught=$(metric BenchmarkIngest caught_up_after_s)
+ofloor=$(awk -v a="$ingest" -v b="$floor" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "?" }')
 relay=$(metric BenchmarkRelayIntoLimitedPortal msgs/s)
 calls=$(metric BenchmarkRelayIntoLimitedPortal calls)
 refused=$(metric BenchmarkRelayIntoLimitedPortal refused)
@@ -57,7 +66,9 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo 2>/dev/nu
 	echo
 	echo "| what | target | measured | |"
 	echo "| --- | --- | --- | --- |"
-	echo "| signed-webhook ingest, 32 clients, every ack durable (synchronous=FULL) | ratio ≥ 0.6 of a bare HMAC handler | $ingest req/s vs $bare req/s bare: ratio $ratio; p50 $p50 ms, p99 $p99 ms | $(met "$ratio" 0.6 '>=') |"
+	echo "| signed-webhook ingest, 32 clients, every ack durable (synchronous=FULL) | ratio ≥ 0.6 of a bare HMAC handler | $ingest req/s vs $bare req/s bare: ratio $ratio; p50 $p50 ms, p99 $p99 ms; $cpureq µs of CPU per webhook, $wpc writes per commit | $(met "$ratio" 0.6 '>=') |"
+	echo "| the floor: the bare handler plus only the bridge's durable write (same database, same group-commit writer) | — | $floor req/s: ratio $fratio; p99 $fp99 ms. The bridge reaches $ofloor of it. | |"
+	echo "| processing during that burst | keeps ahead of the portal (100 messages/s) | $during events/s processed while acknowledging; $waiting waiting at the end, all processed $caught s later | |"
 	echo "| peak RSS of the bridge under that load | ≤ 40 MB | $rss MB | $(met "$rss" 40 '<=') |"
 	echo "| relay into a portal limited to 2 req/s (burst 50) | ≥ 50 messages/s | $relay messages/s, $calls send.messages calls, $refused refused | $(met "$relay" 50 '>=') |"
 	echo "| hand-off on an idle bridge: ack → portal receives the call | p50 ≤ 20 ms | p50 $hp50 ms, p99 $hp99 ms | $(met "$hp50" 20 '<=') |"
@@ -66,13 +77,23 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo 2>/dev/nu
 	echo
 	echo "## What limits the ingest ratio"
 	echo
-	echo "The bare handler only reads the body and checks the HMAC. Each acknowledged webhook of the bridge is, on top,"
-	echo "an envelope check, a 1.5 KB audit row committed with fsync (group commit, about 30 per transaction), and"
-	echo "its processing: the full parse, the contact and message rows, a second transaction. Measured with perf and"
-	echo "/proc on this machine, that is about 140 µs of CPU per webhook, against the 2 CPUs that the load generator also"
-	echo "uses; JSON decoding is about a sixth of it, the HTTP path a quarter, SQLite most of the rest. Removing the"
-	echo "per-webhook queue job, the full parse on the hot path and the wake-ups per request doubled the figure; the"
-	echo "target still needs roughly three times less CPU per webhook."
+	echo "Three servers take the same signed webhook from the same 32 clients, one after the other, each in its own"
+	echo "process: a bare handler (read the body, check the HMAC, answer), the floor (the same, then commit the body"
+	echo "through the bridge's own database and group-commit writer before answering) and the bridge. The floor is"
+	echo "the least any bridge on this storage can do while keeping its promise that every acknowledged webhook is on"
+	echo "disk; on this 2-CPU machine, shared with the load generator, it stays well under 0.6 of the bare handler."
+	echo "Taking the floor apart (one-off runs of a minimal server with the same client): with empty transactions"
+	echo "through the writer it did about 30,000 req/s, with the row inserted but no fsync 22,600, with the fsync"
+	echo "19,200, while a bare handler did about 40,000. The hand-off to the one write connection, SQLite's own work"
+	echo "and the fsync each take their share; none of them can go while every acknowledged webhook is committed to"
+	echo "the one SQLite file with synchronous=FULL before the 200, which the design requires. So a ratio of 0.6 is"
+	echo "out of reach on this machine for this design, not only for this implementation."
+	echo
+	echo "What the bridge adds to the floor: the envelope check (one pass, 0.8 µs), the audit columns and indexes,"
+	echo "middleware (request id, security headers, metrics), and the processing of what it acknowledged. During a"
+	echo "burst the processing yields: between full batches the intake pauses seven times as long as the batch took,"
+	echo "so acknowledging comes first while processing keeps far ahead of what the portal accepts, and the backlog is"
+	echo "worked off at full speed once the burst ends (the rows above)."
 	echo
 	echo "## Raw output"
 	echo
