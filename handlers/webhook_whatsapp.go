@@ -48,7 +48,8 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 		ReceivedAt: start.UTC(),
 	}
-	body, err := readBody(w, r, whatsappBodyLimit)
+	// The body is limited to whatsappBodyLimit by the route (bodyLimits).
+	body, err := readBody(r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -92,12 +93,12 @@ func (s *Server) whatsappWebhook(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok")
 }
 
-// readBody reads a request body of at most limit bytes. The buffer starts
-// at the announced length (up to 64 KB, so that a false Content-Length
-// cannot make it allocate much), which saves io.ReadAll's re-growing.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// readBody reads a request body. The buffer starts at the announced
+// length (up to 64 KB, so that a false Content-Length cannot make it
+// allocate much), which saves io.ReadAll's re-growing.
+func readBody(r *http.Request) ([]byte, error) {
 	buf := make([]byte, 0, min(max(r.ContentLength, 0), 64<<10)+1)
-	body := http.MaxBytesReader(w, r.Body, limit)
+	body := r.Body
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]

@@ -237,6 +237,17 @@ func (e *env) start() {
 // then Wake.
 func (e *env) post(body []byte) int64 {
 	e.t.Helper()
+	id, err := e.store(body)
+	if err != nil {
+		e.t.Fatalf("accept: %v", err)
+	}
+	e.r.Wake()
+	return id
+}
+
+// store commits body as an accepted webhook through the group commit. It
+// may be called from any goroutine.
+func (e *env) store(body []byte) (int64, error) {
 	var id int64
 	err := e.w.Do(e.ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
@@ -245,11 +256,7 @@ func (e *env) post(body []byte) int64 {
 		})
 		return err
 	})
-	if err != nil {
-		e.t.Fatalf("accept: %v", err)
-	}
-	e.r.Wake()
-	return id
+	return id, err
 }
 
 // waitFor polls cond until it holds or 15 s pass.

@@ -1,8 +1,6 @@
 package relay_test
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"wabridge/db"
 	"wabridge/whatsapp/whatsapptest"
 )
 
@@ -18,13 +15,7 @@ import (
 // with Accepted, which is what marks a burst as ongoing.
 func (e *env) accept(body []byte) {
 	e.t.Helper()
-	err := e.w.Do(e.ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := e.r.AcceptWhatsApp(ctx, tx, db.WebhookEvent{
-			RequestID: "burst", Source: "whatsapp", RemoteAddr: "127.0.0.1:1", ReceivedAt: time.Now().UTC(), Payload: body,
-		})
-		return err
-	})
-	if err != nil {
+	if _, err := e.store(body); err != nil {
 		e.t.Errorf("accept: %v", err)
 		return
 	}

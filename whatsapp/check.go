@@ -98,34 +98,46 @@ func (c *checker) space() {
 // its "object" member (a quoted string, or nil when absent or null), and
 // whether that member had a value that cannot go into a string.
 func (c *checker) topObject() (object []byte, typeErr bool) {
+	c.object(0, func(key, v []byte) {
+		if !isObjectKey(key) {
+			return
+		}
+		switch v[0] {
+		case '"':
+			object = v
+		case 'n': // null leaves the field as it was
+		default:
+			typeErr = true
+		}
+	})
+	return object, typeErr
+}
+
+// object validates the object at c.i, nested in depth objects and arrays,
+// and hands each member's raw key and value to member, if not nil.
+func (c *checker) object(depth int, member func(key, value []byte)) {
 	c.i++ // '{'
 	c.space()
 	if c.i < len(c.b) && c.b[c.i] == '}' {
 		c.i++
-		return nil, false
+		return
 	}
 	for c.err == "" {
 		c.space()
-		start := c.i
+		kstart := c.i
 		c.str()
-		key := c.b[start:c.i]
+		kend := c.i
 		c.space()
 		if c.i >= len(c.b) || c.b[c.i] != ':' {
 			c.fail("after object key")
-			break
+			return
 		}
 		c.i++
 		c.space()
 		vstart := c.i
-		c.value(1)
-		if c.err == "" && isObjectKey(key) {
-			switch v := c.b[vstart:c.i]; v[0] {
-			case '"':
-				object = v
-			case 'n': // null leaves the field as it was
-			default:
-				typeErr = true
-			}
+		c.value(depth + 1)
+		if c.err == "" && member != nil {
+			member(c.b[kstart:kend], c.b[vstart:c.i])
 		}
 		c.space()
 		if c.i < len(c.b) && c.b[c.i] == ',' {
@@ -134,11 +146,10 @@ func (c *checker) topObject() (object []byte, typeErr bool) {
 		}
 		if c.i < len(c.b) && c.b[c.i] == '}' {
 			c.i++
-			break
+			return
 		}
 		c.fail("after object key:value pair")
 	}
-	return object, typeErr
 }
 
 // isObjectKey reports whether the quoted key names the "object" field as
@@ -191,34 +202,7 @@ func (c *checker) value(depth int) {
 	}
 	switch {
 	case ch == '{':
-		c.i++
-		c.space()
-		if c.i < len(c.b) && c.b[c.i] == '}' {
-			c.i++
-			return
-		}
-		for c.err == "" {
-			c.space()
-			c.str()
-			c.space()
-			if c.i >= len(c.b) || c.b[c.i] != ':' {
-				c.fail("after object key")
-				return
-			}
-			c.i++
-			c.space()
-			c.value(depth + 1)
-			c.space()
-			if c.i < len(c.b) && c.b[c.i] == ',' {
-				c.i++
-				continue
-			}
-			if c.i < len(c.b) && c.b[c.i] == '}' {
-				c.i++
-				return
-			}
-			c.fail("after object key:value pair")
-		}
+		c.object(depth, nil)
 	case ch == '[':
 		c.i++
 		c.space()
