@@ -159,15 +159,33 @@ func startYardstick(b *testing.B, exe, mode string, args ...string) *yardstick {
 // checks the HMAC (the ratio is measured against it), and the same
 // handler that also commits the body through the bridge's own database
 // and group-commit writer before answering (the floor: what durability
-// alone costs with this storage on this machine). WABRIDGE_BENCH_SECONDS
-// sets each run's length (default 5).
+// alone costs with this storage on this machine).
+//
+// The headline figures are at 32 concurrent senders. Each server is then
+// loaded at more senders too, because the three saturate at different
+// concurrency (the bare handler is CPU-bound from the start, a durable one
+// waits on fsync until enough senders share each commit): the ratio at
+// each level and the ratio of the best throughputs are reported as well.
+// WABRIDGE_BENCH_SECONDS sets each run's length (default 5),
+// WABRIDGE_BENCH_CLIENTS the levels, the first being the headline
+// (default "32,64,128,256").
 func BenchmarkIngest(b *testing.B) {
 	secs := 5
 	if v, err := strconv.Atoi(os.Getenv("WABRIDGE_BENCH_SECONDS")); err == nil && v > 0 {
 		secs = v
 	}
 	run := time.Duration(secs) * time.Second
-	const clients = 32
+	levels := []int{32, 64, 128, 256}
+	if v := os.Getenv("WABRIDGE_BENCH_CLIENTS"); v != "" {
+		levels = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				b.Fatalf("WABRIDGE_BENCH_CLIENTS: %q is not a list of positive numbers", v)
+			}
+			levels = append(levels, n)
+		}
+	}
 	body, sig := whatsapptest.NewBuilder().Text("Hallo, ich hätte gern einen Termin am Donnerstag um 10 Uhr. Geht das? Viele Grüße, Anna").Signed(testAppSecret)
 
 	exe := filepath.Join(b.TempDir(), "benchserver")
@@ -186,55 +204,121 @@ func BenchmarkIngest(b *testing.B) {
 	srv := in.serve()
 	defer srv.stop()
 	hook := srv.url + "/webhook/whatsapp"
+	// The backlog is read from the database file rather than /metrics,
+	// whose admin-token check (argon2id, 19 MiB) would count in the peak
+	// RSS; /metrics is read once, after the runs.
+	d := openRO(b, in.data)
 
 	b.ResetTimer()
 	// Warm all three up, then measure one after the other.
 	for _, u := range []string{bare.url, floor.url, hook} {
-		load(b, u, body, sig, clients, time.Second)
+		load(b, u, body, sig, levels[0], time.Second)
 	}
-	base := load(b, bare.url, body, sig, clients, run)
-	dur := load(b, floor.url, body, sig, clients, run)
+	// sweep loads url at every level; after, if not nil, runs after each.
+	sweep := func(url string, pid int, after func(i int)) []measured {
+		ms := make([]measured, len(levels))
+		for i, c := range levels {
+			cpu0 := cpuTime(pid)
+			ms[i].loadResult = load(b, url, body, sig, c, run)
+			ms[i].cpu = cpuTime(pid) - cpu0
+			ms[i].clients = c
+			if ms[i].failures > 0 {
+				b.Fatalf("%s at %d senders: %d failures", url, c, ms[i].failures)
+			}
+			if after != nil {
+				after(i)
+			}
+		}
+		return ms
+	}
+	base := sweep(bare.url, bare.cmd.Process.Pid, nil)
+	dur := sweep(floor.url, floor.cmd.Process.Pid, nil)
 	// Processing is expected to lag behind the acknowledgements during
-	// the burst (see relay/intake.go); how far, and how soon it catches up,
-	// is reported too.
-	// The backlog is read from the database file rather than /metrics,
-	// whose admin-token check (argon2id, 19 MiB) would count in the peak
-	// RSS; /metrics is read once, after the run.
-	d := openRO(b, in.data)
+	// a burst (see relay/intake.go); how far, and how soon it catches up,
+	// is reported too. Each level starts with nothing waiting.
+	waiting := make([]int, len(levels))
+	drain := make([]time.Duration, len(levels))
 	waitAll(b, d)
 	resetPeakRSS(b, srv.cmd.Process.Pid)
-	cpu0 := cpuTime(srv.cmd.Process.Pid)
-	real := load(b, hook, body, sig, clients, run)
-	cpu := cpuTime(srv.cmd.Process.Pid) - cpu0
-	rss := peakRSS(srv.cmd.Process.Pid)
-	waiting := float64(waitingIn(b, d))
-	drain := waitAll(b, d)
+	var rssFirst int64
+	real := sweep(hook, srv.cmd.Process.Pid, func(i int) {
+		if i == 0 {
+			rssFirst = peakRSS(srv.cmd.Process.Pid)
+		}
+		waiting[i] = waitingIn(b, d)
+		drain[i] = waitAll(b, d)
+	})
+	rssAll := peakRSS(srv.cmd.Process.Pid)
 	m := scrapeMetrics(b, srv.url, token)
 	b.StopTimer()
-	if real.failures > 0 || base.failures > 0 || dur.failures > 0 {
-		b.Fatalf("failures: bridge %d, bare %d, floor %d", real.failures, base.failures, dur.failures)
+
+	// The headline: the first level.
+	b.ReportMetric(real[0].perSec(), "bridge_req/s")
+	b.ReportMetric(ms(real[0].p50), "bridge_p50_ms")
+	b.ReportMetric(ms(real[0].p99), "bridge_p99_ms")
+	b.ReportMetric(real[0].cpuPerReq(), "bridge_cpu_us/req")
+	b.ReportMetric(base[0].perSec(), "bare_req/s")
+	b.ReportMetric(ms(base[0].p99), "bare_p99_ms")
+	b.ReportMetric(base[0].cpuPerReq(), "bare_cpu_us/req")
+	b.ReportMetric(dur[0].perSec(), "floor_req/s")
+	b.ReportMetric(ms(dur[0].p99), "floor_p99_ms")
+	b.ReportMetric(dur[0].cpuPerReq(), "floor_cpu_us/req")
+	b.ReportMetric(real[0].perSec()/base[0].perSec(), "ratio")
+	b.ReportMetric(dur[0].perSec()/base[0].perSec(), "floor_ratio")
+	b.ReportMetric(float64(rssFirst)/(1<<20), "bridge_peak_rss_MB")
+	b.ReportMetric(float64(waiting[0]), "waiting_at_end")
+	b.ReportMetric((float64(real[0].requests)-float64(waiting[0]))/real[0].elapsed.Seconds(), "processed_during/s")
+	b.ReportMetric(drain[0].Seconds(), "caught_up_after_s")
+	// Every level, and the best of each server.
+	for i, c := range levels[1:] {
+		i++
+		b.ReportMetric(real[i].perSec()/base[i].perSec(), fmt.Sprintf("ratio_at_%d", c))
+		b.ReportMetric(real[i].perSec(), fmt.Sprintf("bridge_req/s_at_%d", c))
+		b.ReportMetric(ms(real[i].p99), fmt.Sprintf("bridge_p99_ms_at_%d", c))
+		b.ReportMetric(real[i].cpuPerReq(), fmt.Sprintf("bridge_cpu_us/req_at_%d", c))
+		b.ReportMetric(float64(real[i].requests-waiting[i])/real[i].elapsed.Seconds(), fmt.Sprintf("processed_during/s_at_%d", c))
 	}
-	b.ReportMetric(real.perSec(), "bridge_req/s")
-	b.ReportMetric(float64(real.p50.Microseconds())/1000, "bridge_p50_ms")
-	b.ReportMetric(float64(real.p99.Microseconds())/1000, "bridge_p99_ms")
-	b.ReportMetric(base.perSec(), "bare_req/s")
-	b.ReportMetric(float64(base.p99.Microseconds())/1000, "bare_p99_ms")
-	b.ReportMetric(dur.perSec(), "floor_req/s")
-	b.ReportMetric(float64(dur.p99.Microseconds())/1000, "floor_p99_ms")
-	b.ReportMetric(real.perSec()/base.perSec(), "ratio")
-	b.ReportMetric(dur.perSec()/base.perSec(), "floor_ratio")
-	b.ReportMetric(float64(rss)/(1<<20), "bridge_peak_rss_MB")
-	if real.requests > 0 {
-		b.ReportMetric(float64(cpu.Microseconds())/float64(real.requests), "bridge_cpu_us/req")
-	}
+	bp, fp, rp := peak(base), peak(dur), peak(real)
+	b.ReportMetric(real[rp].perSec(), "bridge_best_req/s")
+	b.ReportMetric(float64(real[rp].clients), "bridge_best_senders")
+	b.ReportMetric(base[bp].perSec(), "bare_best_req/s")
+	b.ReportMetric(float64(base[bp].clients), "bare_best_senders")
+	b.ReportMetric(real[rp].perSec()/base[bp].perSec(), "best_ratio")
+	b.ReportMetric(dur[fp].perSec()/base[bp].perSec(), "floor_best_ratio")
+	b.ReportMetric(float64(rssAll)/(1<<20), "bridge_peak_rss_all_MB")
 	if commits := m["wabridge_db_commits_total"]; commits > 0 {
-		// Since the start, warm-up included.
+		// Since the start, warm-up and every level included.
 		b.ReportMetric(m["wabridge_db_group_writes_total"]/commits, "writes/commit")
 	}
-	b.ReportMetric(waiting, "waiting_at_end")
-	b.ReportMetric((float64(real.requests)-waiting)/real.elapsed.Seconds(), "processed_during/s")
-	b.ReportMetric(drain.Seconds(), "caught_up_after_s")
 }
+
+// measured is one load run at a number of concurrent senders, with the
+// CPU time the server used during it.
+type measured struct {
+	loadResult
+	clients int
+	cpu     time.Duration
+}
+
+func (m measured) cpuPerReq() float64 {
+	if m.requests == 0 {
+		return 0
+	}
+	return float64(m.cpu.Microseconds()) / float64(m.requests)
+}
+
+// peak returns the index of the run with the highest throughput.
+func peak(ms []measured) int {
+	best := 0
+	for i := range ms {
+		if ms[i].perSec() > ms[best].perSec() {
+			best = i
+		}
+	}
+	return best
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // waitingIn counts the acknowledged webhooks not yet processed.
 func waitingIn(b *testing.B, d *sql.DB) int {
