@@ -267,11 +267,11 @@ func BenchmarkIngest(b *testing.B) {
 	b.ReportMetric(dur[0].perSec()/base[0].perSec(), "floor_ratio")
 	b.ReportMetric(float64(rssFirst)/(1<<20), "bridge_peak_rss_MB")
 	b.ReportMetric(float64(waiting[0]), "waiting_at_end")
-	b.ReportMetric((float64(real[0].requests)-float64(waiting[0]))/real[0].elapsed.Seconds(), "processed_during/s")
+	b.ReportMetric(float64(real[0].requests-waiting[0])/real[0].elapsed.Seconds(), "processed_during/s")
 	b.ReportMetric(drain[0].Seconds(), "caught_up_after_s")
 	// Every level, and the best of each server.
-	for i, c := range levels[1:] {
-		i++
+	for i := 1; i < len(levels); i++ {
+		c := levels[i]
 		b.ReportMetric(real[i].perSec()/base[i].perSec(), fmt.Sprintf("ratio_at_%d", c))
 		b.ReportMetric(real[i].perSec(), fmt.Sprintf("bridge_req/s_at_%d", c))
 		b.ReportMetric(ms(real[i].p99), fmt.Sprintf("bridge_p99_ms_at_%d", c))
