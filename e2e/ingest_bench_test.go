@@ -216,20 +216,20 @@ func BenchmarkIngest(b *testing.B) {
 	}
 	// sweep loads url at every level; after, if not nil, runs after each.
 	sweep := func(url string, pid int, after func(i int)) []measured {
-		ms := make([]measured, len(levels))
+		runs := make([]measured, len(levels))
 		for i, c := range levels {
 			cpu0 := cpuTime(pid)
-			ms[i].loadResult = load(b, url, body, sig, c, run)
-			ms[i].cpu = cpuTime(pid) - cpu0
-			ms[i].clients = c
-			if ms[i].failures > 0 {
-				b.Fatalf("%s at %d senders: %d failures", url, c, ms[i].failures)
+			runs[i].loadResult = load(b, url, body, sig, c, run)
+			runs[i].cpu = cpuTime(pid) - cpu0
+			runs[i].clients = c
+			if runs[i].failures > 0 {
+				b.Fatalf("%s at %d senders: %d failures", url, c, runs[i].failures)
 			}
 			if after != nil {
 				after(i)
 			}
 		}
-		return ms
+		return runs
 	}
 	base := sweep(bare.url, bare.cmd.Process.Pid, nil)
 	dur := sweep(floor.url, floor.cmd.Process.Pid, nil)
