@@ -69,6 +69,18 @@ func runServe(e *env, args []string) error {
 		publicURL = "https://" + f.domain
 	}
 
+	// The lock comes before anything else touches the folder: a second
+	// server must not create keys, migrate, work the queue or listen.
+	what := "listening on " + f.listen
+	if f.domain != "" {
+		what = "serving " + f.domain
+	}
+	lock, err := db.LockFolder(c.data, what)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+
 	st, err := e.open(c, openOptions{devKey: f.domain == "", publicURL: publicURL, log: log, cacheTTL: time.Second})
 	if err != nil {
 		return err
