@@ -705,7 +705,13 @@ func (r *Relay) holdOut(ctx context.Context, m outMsg, until time.Time, why stri
 //     portal's file server) is tried again after the next wait of
 //     relay.retry_schedule, or after the wait WhatsApp asks for
 //     (Retry-After, six seconds for 131056) when that is longer; after the
-//     last wait the message is a dead letter;
+//     last wait the message is a dead letter. A brief failure that Meta
+//     certainly did not carry out (a Graph 5xx with a passing code, a rate
+//     limit, a refused connection) has already been retried by the Graph
+//     client within seconds, so it arrives here only when it outlasted
+//     those retries. A send whose fate is unknown (a cut-off success, a
+//     timeout, a proxy's error page) reaches here at its first failure:
+//     only this schedule, which counts the attempts, risks a second send;
 //   - anything else (131047, 131026, 100, …) makes it a dead letter at
 //     once.
 //

@@ -439,12 +439,13 @@ func TestOutboundCustomerNeverWrote(t *testing.T) {
 	}
 }
 
-// TestOutboundRetries: Graph fails three times with 500; the message goes
-// out once, after the retries.
+// TestOutboundRetries: Graph's proxy fails three sends with a 502 page,
+// which the client leaves to the schedule (the message may have reached
+// Meta); the message goes out once, after the scheduled retries.
 func TestOutboundRetries(t *testing.T) {
 	e := newEnv(t, envOptions{schedule: "10ms,20ms,40ms,80ms"})
 	chat := e.openChat()
-	e.wa.FailNext(whatsapptest.RouteSend, 3, whatsapptest.FailInternal)
+	e.wa.FailNext(whatsapptest.RouteSend, 3, whatsapptest.Failure{Status: http.StatusBadGateway, Body: []byte("<html>502 Bad Gateway</html>")})
 	e.postBitrix(e.messageAdd(e.reply(chat, 9090, "third time lucky")))
 	e.waitOutState(9090, "sent")
 	if texts := e.graphTexts(e.b.CustomerWaID); len(texts) != 1 {

@@ -77,8 +77,21 @@ type Options struct {
 	Logger *slog.Logger
 	// Observe, if set, hears every request: the operation ("send",
 	// "media info", …), the HTTP status (0 when the server was not
-	// reached) and how long it took. Metrics use it.
+	// reached) and how long it took. Metrics use it. A call repeated
+	// in-call is heard once per try.
 	Observe func(op string, status int, elapsed time.Duration)
+	// Retries is how many times a JSON call or an upload is repeated at
+	// once after a failure that passes within seconds (see retryInCall
+	// for which, and why a send is repeated only when Meta certainly
+	// did not carry it out). Default DefaultRetries; negative: never.
+	Retries int
+	// RetryBase is the wait before the first repeat, doubling for each
+	// further one, with jitter. Default DefaultRetryBase.
+	RetryBase time.Duration
+	// RetryBudget bounds the waits of one call in all; a failure that
+	// asks for more (Retry-After, the six seconds of 131056) is returned
+	// at once, for the caller's schedule. Default DefaultRetryBudget.
+	RetryBudget time.Duration
 }
 
 // Client talks to the Graph API on behalf of one or more WhatsApp business
@@ -92,6 +105,7 @@ type Client struct {
 	transferTimeout time.Duration
 	log             *slog.Logger
 	observe         func(string, int, time.Duration)
+	retry           retryPolicy
 }
 
 // New returns a Client configured by opts. It panics when BaseURL is missing
@@ -117,6 +131,19 @@ func New(opts Options) *Client {
 		transferTimeout: opts.TransferTimeout,
 		log:             opts.Logger,
 		observe:         opts.Observe,
+		retry:           retryPolicy{retries: opts.Retries, base: opts.RetryBase, budget: opts.RetryBudget},
+	}
+	switch {
+	case c.retry.retries == 0:
+		c.retry.retries = DefaultRetries
+	case c.retry.retries < 0:
+		c.retry.retries = 0
+	}
+	if c.retry.base <= 0 {
+		c.retry.base = DefaultRetryBase
+	}
+	if c.retry.budget <= 0 {
+		c.retry.budget = DefaultRetryBudget
 	}
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -158,7 +185,7 @@ func (c *Client) PhoneNumber(ctx context.Context, phoneNumberID string) (*PhoneN
 	}
 	q := url.Values{"fields": {"id,display_phone_number,verified_name,quality_rating,code_verification_status,platform_type,throughput"}}
 	var pn PhoneNumber
-	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(ctx, q, phoneNumberID), nil, &pn); err != nil {
+	if err := c.doJSON(ctx, op, repeatable, http.MethodGet, c.nodeURL(ctx, q, phoneNumberID), nil, &pn); err != nil {
 		return nil, wrapOp(op, err)
 	}
 	return &pn, nil
@@ -219,18 +246,31 @@ func (c *Client) bearer(ctx context.Context) (string, error) {
 }
 
 // doJSON performs a Graph call with an optional JSON body and decodes a 2xx
-// answer into out. Non-2xx answers become *APIError.
-func (c *Client) doJSON(ctx context.Context, op, method, target string, body any, out any) error {
-	var (
-		rd          io.Reader
-		contentType string
-	)
+// answer into out. Non-2xx answers become *APIError. A failure that passes
+// within seconds is retried in the call as withRetries and kind allow;
+// Timeout bounds each try.
+func (c *Client) doJSON(ctx context.Context, op string, kind idempotency, method, target string, body any, out any) error {
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		payload = b
+	}
+	return c.withRetries(ctx, op, kind, func(ctx context.Context) error {
+		return c.tryJSON(ctx, op, method, target, payload, out)
+	})
+}
+
+// tryJSON is one try of doJSON.
+func (c *Client) tryJSON(ctx context.Context, op, method, target string, payload []byte, out any) error {
+	var (
+		rd          io.Reader
+		contentType string
+	)
+	if payload != nil {
+		rd = bytes.NewReader(payload)
 		contentType = "application/json"
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -253,7 +293,8 @@ func (c *Client) doJSON(ctx context.Context, op, method, target string, body any
 	if err := json.Unmarshal(raw, out); err != nil {
 		// A success whose body does not decode was most likely cut off on
 		// the way; treating it like a lost answer lets the caller retry
-		// (at least once) instead of giving up on the message.
+		// (at least once) instead of giving up on the message. It is
+		// never retried in the call: the message may have gone out.
 		return &TransportError{Err: fmt.Errorf("decode answer (HTTP %d): %w", resp.StatusCode, err)}
 	}
 	return nil

@@ -28,12 +28,26 @@ const pnid = whatsapptest.DefaultPhoneNumberID
 // the test output.
 func newClient(t *testing.T, srv *whatsapptest.Server) *whatsapp.Client {
 	t.Helper()
-	return whatsapp.New(whatsapp.Options{
+	return newClientWith(t, srv, nil)
+}
+
+// newClientWith is newClient with its options adjusted by tune.
+func newClientWith(t *testing.T, srv *whatsapptest.Server, tune func(*whatsapp.Options)) *whatsapp.Client {
+	t.Helper()
+	opts := whatsapp.Options{
 		BaseURL: srv.BaseURL(),
 		Token:   whatsapp.StaticToken(srv.Token()),
 		Logger:  slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	return whatsapp.New(opts)
 }
+
+// noRetries makes a client return every failure of its first try, for
+// tests of how one answer is classified.
+func noRetries(o *whatsapp.Options) { o.Retries = -1 }
 
 // serveFixture starts a server answering every request with the fixture.
 func serveFixture(t *testing.T, status int, name string) *httptest.Server {
@@ -554,7 +568,7 @@ func TestInjectedFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := whatsapptest.NewServer(t, whatsapptest.Options{})
-			c := newClient(t, srv)
+			c := newClientWith(t, srv, noRetries)
 			setup(srv)
 			srv.FailNext(tt.route, 2, tt.failure)
 			for attempt := range 2 {
@@ -824,6 +838,7 @@ func TestBaseURLFuncAppliesAtOnce(t *testing.T) {
 		BaseURL:     "http://127.0.0.1:1/v25.0",
 		BaseURLFunc: func(context.Context) (string, error) { return root, nil },
 		Token:       whatsapp.StaticToken(srv.Token()),
+		Retries:     -1, // the dead root is refused on every try
 	})
 	if _, err := c.PhoneNumber(t.Context(), pnid); err == nil {
 		t.Fatal("a dead root answered")

@@ -74,7 +74,7 @@ func (c *Client) MediaInfo(ctx context.Context, mediaID string) (*MediaInfo, err
 		return nil, wrapOp(op, err)
 	}
 	var mi MediaInfo
-	if err := c.doJSON(ctx, op, http.MethodGet, c.nodeURL(ctx, nil, mediaID), nil, &mi); err != nil {
+	if err := c.doJSON(ctx, op, repeatable, http.MethodGet, c.nodeURL(ctx, nil, mediaID), nil, &mi); err != nil {
 		return nil, wrapOp(op, err)
 	}
 	if mi.URL == "" {
@@ -87,7 +87,9 @@ func (c *Client) MediaInfo(ctx context.Context, mediaID string) (*MediaInfo, err
 // returns the bytes and the Content-Type header. It reads at most maxBytes
 // (DefaultMaxDownload when maxBytes <= 0) and fails with ErrTooLarge beyond
 // that. Redirects are followed; the token is only forwarded to the same
-// host. A non-2xx answer is an *APIError.
+// host. A non-2xx answer is an *APIError. Unlike the JSON calls, a
+// download is not repeated in the call: a transfer may take minutes, and
+// its callers fetch again on their own schedule.
 func (c *Client) Download(ctx context.Context, rawURL string, maxBytes int64) ([]byte, string, error) {
 	const op = "download"
 	if maxBytes <= 0 {
@@ -196,7 +198,8 @@ func VerifySHA256(data []byte, want string) error {
 // returns the new media id, to be used in an OutgoingMedia.ID. mimeType
 // names the file's type ("application/octet-stream" when empty); WhatsApp
 // rejects types it does not carry with error 131053 or 100. The body is
-// read completely into memory first so that the request has a length.
+// read completely into memory first so that the request has a length and
+// can be sent again when Meta refuses it for a passing reason.
 func (c *Client) Upload(ctx context.Context, phoneNumberID, filename, mimeType string, r io.Reader) (string, error) {
 	const op = "upload"
 	if err := checkID(phoneNumberID); err != nil {
@@ -227,28 +230,42 @@ func (c *Client) Upload(ctx context.Context, phoneNumberID, filename, mimeType s
 		return "", wrapOp(op, err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, c.transferTimeout)
-	defer cancel()
-	resp, err := c.send(ctx, op, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "media"), &buf, mw.FormDataContentType())
+	var id string
+	err = c.withRetries(ctx, op, once, func(ctx context.Context) error {
+		var err error
+		id, err = c.tryUpload(ctx, op, c.nodeURL(ctx, nil, phoneNumberID, "media"), buf.Bytes(), mw.FormDataContentType())
+		return err
+	})
 	if err != nil {
 		return "", wrapOp(op, err)
+	}
+	return id, nil
+}
+
+// tryUpload is one try of Upload; TransferTimeout bounds it.
+func (c *Client) tryUpload(ctx context.Context, op, target string, body []byte, contentType string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.transferTimeout)
+	defer cancel()
+	resp, err := c.send(ctx, op, http.MethodPost, target, bytes.NewReader(body), contentType)
+	if err != nil {
+		return "", err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	if err != nil {
-		return "", wrapOp(op, &TransportError{Err: err})
+		return "", &TransportError{Err: err}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return "", wrapOp(op, parseAPIError(resp, raw))
+		return "", parseAPIError(resp, raw)
 	}
 	var out struct {
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		return "", wrapOp(op, fmt.Errorf("decode answer: %w", err))
+		return "", fmt.Errorf("decode answer: %w", err)
 	}
 	if out.ID == "" {
-		return "", wrapOp(op, errors.New("answer has no id"))
+		return "", errors.New("answer has no id")
 	}
 	return out.ID, nil
 }

@@ -273,7 +273,7 @@ func (c *Client) Send(ctx context.Context, phoneNumberID string, msg OutgoingMes
 		return "", wrapOp(op, err)
 	}
 	var out sendResponse
-	if err := c.doJSON(ctx, op, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "messages"), w, &out); err != nil {
+	if err := c.doJSON(ctx, op, once, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "messages"), w, &out); err != nil {
 		return "", wrapOp(op, err)
 	}
 	if len(out.Messages) == 0 || out.Messages[0].ID == "" {
@@ -319,7 +319,7 @@ func (c *Client) markRead(ctx context.Context, op, phoneNumberID, wamid string, 
 	var out struct {
 		Success bool `json:"success"`
 	}
-	if err := c.doJSON(ctx, op, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "messages"), req, &out); err != nil {
+	if err := c.doJSON(ctx, op, repeatable, http.MethodPost, c.nodeURL(ctx, nil, phoneNumberID, "messages"), req, &out); err != nil {
 		return wrapOp(op, err)
 	}
 	if !out.Success {

@@ -101,6 +101,10 @@ var (
 		Details: "Unable to deliver message."}
 	FailInternal = Failure{Status: http.StatusInternalServerError, Code: 131000, Message: "(#131000) Something went wrong",
 		Details: "Something went wrong."}
+	// FailUnknown and FailUnavailable are the passing server errors a
+	// client may retry at once.
+	FailUnknown      = Failure{Status: http.StatusInternalServerError, Code: 1, Message: "An unknown error occurred"}
+	FailUnavailable  = Failure{Status: http.StatusInternalServerError, Code: 2, Message: "Service temporarily unavailable"}
 	FailTokenExpired = Failure{Status: http.StatusUnauthorized, Code: 190, Subcode: 463,
 		Message: "Error validating access token: Session has expired."}
 )
