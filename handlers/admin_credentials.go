@@ -18,7 +18,7 @@ var settingGroups = []struct {
 	{settings.GroupMeta, "WhatsApp (Meta)", "From your app in the Meta developer dashboard. The manual's Setup page says where each value is."},
 	{settings.GroupBitrix, "Bitrix24", "From the local application you created in Bitrix24. The Open Channel and the event token are filled in by themselves."},
 	{settings.GroupCRM, "CRM leads", "Whether and how the bridge creates leads for new customers."},
-	{settings.GroupRelay, "Delivery retries", "How long the bridge keeps trying before a message is listed under Failed messages."},
+	{settings.GroupRelay, "Delivery", "How operators' replies look on WhatsApp, and how long the bridge keeps trying before a message is listed under Failed messages."},
 	{settings.GroupRetention, "Keeping records", "How long received calls and files are kept."},
 	{settings.GroupApp, "The bridge's address", "Usually right by itself; change it only if the bridge is reached under another address, for example behind a proxy."},
 	{settings.GroupAdmin, "Console", "The admin token is the password of this console. A new one applies at the next sign-in."},
@@ -52,11 +52,13 @@ var settingLabels = map[string]string{
 	settings.CRMLeadAssignedByID:    "Responsible user of new leads",
 	settings.RelayRetrySchedule:     "Waits between attempts",
 	settings.RetentionDays:          "Days to keep",
+	settings.RelayOperatorName:      "Operator's name in replies",
 }
 
 // settingChoices are the settings with a fixed set of values.
 var settingChoices = map[string][]string{
-	settings.CRMLeadMode: {settings.LeadModeBridge, settings.LeadModeLine, settings.LeadModeOff},
+	settings.CRMLeadMode:       {settings.LeadModeBridge, settings.LeadModeLine, settings.LeadModeOff},
+	settings.RelayOperatorName: {settings.OperatorNameShow, settings.OperatorNameHide},
 }
 
 // credentialsForm builds the form from the stored settings; submitted and

@@ -8,6 +8,7 @@
 package settings
 
 import (
+	"errors"
 	"net"
 	"strings"
 )
@@ -70,6 +71,7 @@ const (
 	CRMLeadAssignedByID    = "crm.lead_assigned_by_id"
 	RelayRetrySchedule     = "relay.retry_schedule"
 	RetentionDays          = "retention.days"
+	RelayOperatorName      = "relay.operator_name"
 )
 
 // Built-in defaults that other packages may want to mention.
@@ -84,6 +86,12 @@ const (
 	LeadModeBridge = "bridge"
 	LeadModeLine   = "line"
 	LeadModeOff    = "off"
+)
+
+// Values of relay.operator_name.
+const (
+	OperatorNameShow = "show"
+	OperatorNameHide = "hide"
 )
 
 // registry lists every key of the contract, in display order. It is the
@@ -145,6 +153,17 @@ var registry = []Def{
 
 	{Name: RetentionDays, Group: GroupRetention, Default: "30", Validate: validRetentionDays,
 		Help: "How many days processed webhook payloads and re-hosted media are kept."},
+
+	{Name: RelayOperatorName, Group: GroupRelay, Default: OperatorNameShow, Validate: validOperatorName,
+		Help: "show: operator replies reach WhatsApp starting with the operator's name in bold; hide: without it."},
+}
+
+func validOperatorName(v string) error {
+	switch v {
+	case OperatorNameShow, OperatorNameHide:
+		return nil
+	}
+	return errors.New("want one of show, hide")
 }
 
 var byName = func() map[string]int {

@@ -44,6 +44,7 @@ var contractKeys = []struct {
 	{"crm.lead_assigned_by_id", false, "", "1"},
 	{"relay.retry_schedule", false, "10s,30s,60s,5m,15m", ""},
 	{"retention.days", false, "30", ""},
+	{"relay.operator_name", false, "show", ""},
 }
 
 func TestRegistryMatchesContract(t *testing.T) {
@@ -132,6 +133,7 @@ func TestValidate(t *testing.T) {
 		"bitrix.rate_per_sec":      {"2", "0.5", "5", "1000"},
 		"bitrix.rate_burst":        {"1", "50", "250"},
 		"crm.lead_mode":            {"bridge", "line", "off"},
+		"relay.operator_name":      {"show", "hide", " hide "},
 		"crm.lead_status_id":       {"NEW", "IN_PROCESS", "UC_1A2B3C"},
 		"crm.lead_source_id":       {"WEB", "CALL", "7|WHATSAPP"},
 		"relay.retry_schedule":     {"10s,30s,60s,5m,15m", "1s", "10s, 30s , 1m", "1h30m,168h", strings.TrimSuffix(strings.Repeat("1s,", 20), ",")},
@@ -159,6 +161,7 @@ func TestValidate(t *testing.T) {
 		"bitrix.rate_per_sec":      {"0", "-1", "fast", "NaN", "Inf", "1001"},
 		"bitrix.rate_burst":        {"0", "-5", "2.5", "many", "10001"},
 		"crm.lead_mode":            {"Bridge", "on", "none"},
+		"relay.operator_name":      {"Show", "HIDE", "yes", "off", "name", "show,hide"},
 		"crm.lead_status_id":       {"NEW STATUS", "NEW;DROP"},
 		"crm.lead_source_id":       {"a b"},
 		"relay.retry_schedule":     {"10", "10s,", "10s,,30s", "0s", "-5s", "10s,fast", "200h", strings.TrimSuffix(strings.Repeat("1s,", 21), ",")},
