@@ -148,6 +148,19 @@ type OperatorUser struct {
 	Online       bool
 }
 
+// FullName is the operator's name as the portal shows it: NAME, which
+// Bitrix24 fills with the full name, else FIRST_NAME and LAST_NAME. It is
+// "" for a nil user (an event without a user block).
+func (u *OperatorUser) FullName() string {
+	if u == nil {
+		return ""
+	}
+	if n := strings.TrimSpace(u.Name); n != "" {
+		return n
+	}
+	return strings.TrimSpace(strings.TrimSpace(u.FirstName) + " " + strings.TrimSpace(u.LastName))
+}
+
 // LineDeleteData is the data of ONIMCONNECTORLINEDELETE: the deleted line.
 type LineDeleteData struct {
 	Line int64

@@ -48,36 +48,71 @@ func BBCodeToWhatsApp(s string) string {
 var signature = regexp.MustCompile(`(?is)^\s*\[b\]\s*([^\[\]\n]{1,100}?)\s*:\s*\[/b\]\s*(\[br\]|\n|$)`)
 
 // StripSignature removes a leading operator signature from a message's
-// BBCode. When names are given (the operator's name as the event names
-// them), only a signature carrying one of them is removed, so that an
-// operator's own bold "[b]Note:[/b]" at the start survives; without names
-// any signature-shaped start followed by a line break, or making up the
-// whole text, is removed.
+// BBCode; see SplitSignature for which starts count as one.
 func StripSignature(s string, names ...string) string {
-	m := signature.FindStringSubmatchIndex(s)
-	if m == nil {
-		return s
-	}
-	name := strings.TrimSpace(s[m[2]:m[3]])
+	_, rest := SplitSignature(s, names...)
+	return rest
+}
+
+// SplitSignature returns the operator's name from a leading signature of a
+// message's BBCode and the text after it, or "" and s when s starts with
+// none. When names are given (the operator's name as the event names
+// them), only a signature carrying one of them counts, written as it is
+// (brackets and all), so that an operator's own bold "[b]Note:[/b]" at the
+// start survives; without names any signature-shaped start followed by a
+// line break, or making up the whole text, counts.
+func SplitSignature(s string, names ...string) (name, rest string) {
 	var known []string
 	for _, n := range names {
 		if n = strings.TrimSpace(n); n != "" {
 			known = append(known, n)
 		}
 	}
-	if len(known) > 0 {
-		match := false
-		for _, n := range known {
-			if strings.EqualFold(n, name) {
-				match = true
-				break
-			}
+	if len(known) == 0 {
+		if m := signature.FindStringSubmatchIndex(s); m != nil {
+			return strings.TrimSpace(s[m[2]:m[3]]), strings.TrimLeftFunc(s[m[1]:], unicode.IsSpace)
 		}
-		if !match {
-			return s
+		return "", s
+	}
+	for _, n := range known {
+		re, err := regexp.Compile(`(?is)^\s*\[b\]\s*(` + regexp.QuoteMeta(n) + `)\s*:\s*\[/b\]\s*(\[br\]|\n|$)`)
+		if err != nil {
+			continue
+		}
+		if m := re.FindStringSubmatchIndex(s); m != nil {
+			return strings.TrimSpace(s[m[2]:m[3]]), strings.TrimLeftFunc(s[m[1]:], unicode.IsSpace)
 		}
 	}
-	return strings.TrimLeftFunc(s[m[1]:], unicode.IsSpace)
+	return "", s
+}
+
+// SignReply puts the operator's name before the WhatsApp text of a reply,
+// bold and on a line of its own: "*Name:*\ntext". A reply without text (a
+// file) gets the name alone, as its caption. An empty name leaves text as
+// it is.
+func SignReply(name, text string) string {
+	name = nameForBold(name)
+	if name == "" {
+		return text
+	}
+	if text == "" {
+		return "*" + name + ":*"
+	}
+	return "*" + name + ":*\n" + text
+}
+
+// boldSafe swaps the characters WhatsApp reads as formatting for
+// look-alikes it does not: WhatsApp has no escape, and a "*" inside the
+// name would end the bold early.
+var boldSafe = strings.NewReplacer("*", "∗", "_", "ˍ", "~", "∼", "`", "ˋ")
+
+// nameForBold makes a name fit between bold markers: one line, single
+// spaces, no trailing colon (the signature adds its own) and no
+// formatting characters.
+func nameForBold(name string) string {
+	name = strings.Join(strings.Fields(strings.ToValidUTF8(name, "\uFFFD")), " ")
+	name = strings.TrimRight(name, ": ")
+	return boldSafe.Replace(name)
 }
 
 var brTag = regexp.MustCompile(`(?i)\[br\s*/?\]`)

@@ -73,6 +73,7 @@ func TestStripSignature(t *testing.T) {
 		{"only a signature (file message)", "[b]Klaus Weber:[/b]", nil, ""},
 		{"name known and matching", "[b]Klaus Weber:[/b][br]Hi", []string{"Klaus Weber"}, "Hi"},
 		{"name known, bold label kept", "[b]Note:[/b][br]we close at 6", []string{"Klaus Weber"}, "[b]Note:[/b][br]we close at 6"},
+		{"name known, with brackets", "[b]Team [Support]:[/b][br]Hi", []string{"Team [Support]"}, "Hi"},
 		{"no line break after: not a signature", "[b]Total:[/b] 5 EUR", nil, "[b]Total:[/b] 5 EUR"},
 		{"no signature", "Hello", nil, "Hello"},
 	}
@@ -80,6 +81,59 @@ func TestStripSignature(t *testing.T) {
 		t.Run(c.rule, func(t *testing.T) {
 			if got := relay.StripSignature(c.in, c.names...); got != c.want {
 				t.Errorf("StripSignature(%q, %q) = %q, want %q", c.in, c.names, got, c.want)
+			}
+		})
+	}
+}
+
+func TestSplitSignature(t *testing.T) {
+	cases := []struct {
+		rule, in        string
+		names           []string
+		wantName, wantR string
+	}{
+		{"no names: the signature's name", "[b]Klaus Weber:[/b][br]Hi", nil, "Klaus Weber", "Hi"},
+		{"no names, spaces inside", "[b] Klaus Weber : [/b] [br] Hi", nil, "Klaus Weber", "Hi"},
+		{"no names, signature alone", "[b]Klaus Weber:[/b]", nil, "Klaus Weber", ""},
+		{"known name", "[b]Klaus Weber:[/b][br]Hi", []string{"Klaus Weber"}, "Klaus Weber", "Hi"},
+		{"known name in another case", "[b]klaus weber:[/b][br]Hi", []string{"Klaus Weber"}, "klaus weber", "Hi"},
+		{"known name with brackets", "[b]Team [Support]:[/b][br]Hi", []string{"Team [Support]"}, "Team [Support]", "Hi"},
+		{"known name with markdown and regexp characters", "[b]A*b (c) $1.+?:[/b][br]Hi", []string{"A*b (c) $1.+?"}, "A*b (c) $1.+?", "Hi"},
+		{"second known name matches", "[b]Klaus:[/b][br]Hi", []string{"Klaus Weber", "Klaus"}, "Klaus", "Hi"},
+		{"known name, other label", "[b]Note:[/b][br]Hi", []string{"Klaus Weber"}, "", "[b]Note:[/b][br]Hi"},
+		{"known name later in the text", "Hi [b]Klaus Weber:[/b][br]x", []string{"Klaus Weber"}, "", "Hi [b]Klaus Weber:[/b][br]x"},
+		{"no signature", "Hello", nil, "", "Hello"},
+	}
+	for _, c := range cases {
+		t.Run(c.rule, func(t *testing.T) {
+			name, rest := relay.SplitSignature(c.in, c.names...)
+			if name != c.wantName || rest != c.wantR {
+				t.Errorf("SplitSignature(%q, %q) = %q, %q; want %q, %q", c.in, c.names, name, rest, c.wantName, c.wantR)
+			}
+		})
+	}
+}
+
+func TestSignReply(t *testing.T) {
+	cases := []struct {
+		rule, name, text, want string
+	}{
+		{"name and text", "Klaus Weber", "Guten Tag!", "*Klaus Weber:*\nGuten Tag!"},
+		{"a file alone: the name alone", "Klaus Weber", "", "*Klaus Weber:*"},
+		{"no name: the text as it is", "", "Guten Tag!", "Guten Tag!"},
+		{"a blank name is none", "  \n ", "Guten Tag!", "Guten Tag!"},
+		{"bold marker in the name", "Anna *Star* Lopez", "Hi", "*Anna ∗Star∗ Lopez:*\nHi"},
+		{"a lone marker in the name", "*Anna", "Hi", "*∗Anna:*\nHi"},
+		{"italic, strike and code markers", "a_b ~c~ `d`", "Hi", "*aˍb ∼c∼ ˋdˋ:*\nHi"},
+		{"BBCode in the name is text", "Team [b]A[/b]", "Hi", "*Team [b]A[/b]:*\nHi"},
+		{"line breaks and runs of spaces", "Klaus\n  Weber", "Hi", "*Klaus Weber:*\nHi"},
+		{"a colon of its own dropped", "Klaus Weber:", "Hi", "*Klaus Weber:*\nHi"},
+		{"text with formatting kept", "Klaus", "*bold* _it_", "*Klaus:*\n*bold* _it_"},
+	}
+	for _, c := range cases {
+		t.Run(c.rule, func(t *testing.T) {
+			if got := relay.SignReply(c.name, c.text); got != c.want {
+				t.Errorf("SignReply(%q, %q) = %q, want %q", c.name, c.text, got, c.want)
 			}
 		})
 	}

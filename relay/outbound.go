@@ -11,6 +11,7 @@ import (
 
 	"wabridge/bitrix"
 	"wabridge/db"
+	"wabridge/settings"
 )
 
 // WhatsApp's limits on the text of one message.
@@ -95,8 +96,9 @@ func (r *Relay) applyBitrixEvent(ctx context.Context, tx *sql.Tx, le loadedBitri
 			res.note(fmt.Sprintf("for connector %q on line %d, which is not this bridge's", d.Connector, d.Line))
 			return res, markEvent(ctx, tx, le.id, res.status, res.notes)
 		}
+		showName := r.showOperatorName(ctx)
 		for _, om := range d.Messages {
-			if err := r.applyOperatorMessage(ctx, tx, le.id, d.Connector, d.Line, om, snap, &res); err != nil {
+			if err := r.applyOperatorMessage(ctx, tx, le.id, d.Connector, d.Line, om, showName, snap, &res); err != nil {
 				return res, err
 			}
 		}
@@ -191,13 +193,34 @@ func operatorNames(om bitrix.OperatorMessage) []string {
 	if u == nil {
 		return nil
 	}
-	return []string{u.Name, strings.TrimSpace(u.FirstName + " " + u.LastName), u.FirstName}
+	return []string{u.FullName(), u.Name, strings.TrimSpace(u.FirstName + " " + u.LastName), u.FirstName}
+}
+
+// operatorName is the name a reply is signed with: the operator's full name
+// from the event's user block, else the name in Bitrix24's own signature
+// (signed), else none.
+func operatorName(om bitrix.OperatorMessage, signed string) string {
+	if n := om.User.FullName(); n != "" {
+		return n
+	}
+	return signed
+}
+
+// showOperatorName reports relay.operator_name: whether replies reach
+// WhatsApp signed with the operator's name (show, the default) or without
+// it (hide).
+func (r *Relay) showOperatorName(ctx context.Context) bool {
+	return r.setting(ctx, settings.RelayOperatorName) != settings.OperatorNameHide
 }
 
 // applyOperatorMessage stores one operator message unless its Bitrix24
-// message id is known.
+// message id is known. Any signature Bitrix24 put before the text is
+// removed; with showName the reply's first part starts with the
+// operator's name instead (a file alone gets it as its caption), so that
+// the name appears once and in WhatsApp's bold whether or not the portal
+// signed the message. The stored body and text stay without the name.
 func (r *Relay) applyOperatorMessage(ctx context.Context, tx *sql.Tx, eventID int64, connector string, line int64,
-	om bitrix.OperatorMessage, snap snapshot, res *eventResult) error {
+	om bitrix.OperatorMessage, showName bool, snap snapshot, res *eventResult) error {
 	if om.IM.MessageID <= 0 {
 		res.note("a message without im[message_id] ignored")
 		return nil
@@ -228,8 +251,14 @@ func (r *Relay) applyOperatorMessage(ctx context.Context, tx *sql.Tx, eventID in
 			files = append(files, f)
 		}
 	}
-	text := BBCodeToWhatsApp(StripSignature(om.Message.Text, operatorNames(om)...))
-	parts := planParts(text, files)
+	signed, rest := SplitSignature(om.Message.Text, operatorNames(om)...)
+	text := BBCodeToWhatsApp(rest)
+	out := text
+	if showName && (text != "" || len(files) > 0) {
+		// A signature alone is no message: it gets no name either.
+		out = SignReply(operatorName(om, signed), text)
+	}
+	parts := planParts(out, files)
 	body := text
 	if body == "" {
 		var names []string

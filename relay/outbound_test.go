@@ -158,7 +158,8 @@ func (e *env) waitNote(dialog string, words ...string) bitrixtest.Note {
 func dialogOf(chat int64) string { return fmt.Sprintf("chat%d", chat) }
 
 // TestOutboundText: an operator's reply reaches the customer once, its
-// BBCode as WhatsApp formatting, and the operator's signature removed.
+// BBCode as WhatsApp formatting, Bitrix24's signature replaced by the
+// operator's name in WhatsApp's bold.
 func TestOutboundText(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	chat := e.openChat()
@@ -171,7 +172,7 @@ func TestOutboundText(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("graph got %d messages, want 1", len(got))
 	}
-	want := "Your order *ships today*, see tracking (https://shop.example/track)."
+	want := "*Klaus Weber:*\nYour order *ships today*, see tracking (https://shop.example/track)."
 	if got[0].To != e.b.CustomerWaID || got[0].Type != "text" || got[0].Text.Body != want {
 		t.Errorf("sent %+v, want text %q to %s", got[0], want, e.b.CustomerWaID)
 	}
