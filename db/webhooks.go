@@ -20,6 +20,17 @@ type WebhookEvent struct {
 	Duration   time.Duration
 	Payload    []byte
 	Error      string
+	// Digest, when set, describes the whole body of which Payload holds
+	// only the beginning (refused calls); nil when Payload is the whole
+	// body.
+	Digest *BodyDigest
+}
+
+// BodyDigest is what the audit log keeps of a body it does not store
+// whole: its length and its SHA-256.
+type BodyDigest struct {
+	Size   int64
+	SHA256 string // hex
 }
 
 // InsertWebhookEvent adds e to the audit log inside tx and returns its id.
@@ -27,11 +38,15 @@ func InsertWebhookEvent(ctx context.Context, tx *sql.Tx, e WebhookEvent) (int64,
 	if e.Payload == nil {
 		e.Payload = []byte{}
 	}
+	var size, sum any // NULL unless the payload is a digest's prefix
+	if e.Digest != nil {
+		size, sum = e.Digest.Size, e.Digest.SHA256
+	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO webhook_events
-		(request_id, source, remote_addr, received_at, status, http_status, duration_us, payload, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(request_id, source, remote_addr, received_at, status, http_status, duration_us, payload, error, body_size, body_sha256)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.RequestID, e.Source, e.RemoteAddr, e.ReceivedAt.UTC().Format(time.RFC3339Nano), e.Status,
-		e.HTTPStatus, e.Duration.Microseconds(), e.Payload, e.Error)
+		e.HTTPStatus, e.Duration.Microseconds(), e.Payload, e.Error, size, sum)
 	if err != nil {
 		return 0, fmt.Errorf("db: insert webhook event: %w", err)
 	}
