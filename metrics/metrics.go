@@ -43,6 +43,7 @@ type Metrics struct {
 	relayLatency *prometheus.HistogramVec
 	apiCalls     *prometheus.CounterVec
 	apiSeconds   *prometheus.HistogramVec
+	refusals     *prometheus.CounterVec
 }
 
 // New registers every collector on a fresh registry.
@@ -67,8 +68,16 @@ func New(o Options) *Metrics {
 			Help:    "Duration of requests to Meta and Bitrix24, by api.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"api"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wabridge_refusals_dropped_total",
+			Help: "Refused webhook calls, by source (whatsapp, bitrix), not written to the audit log because refusals came faster than 60 a minute.",
+		}, []string{"source"}),
 	}
-	m.reg.MustRegister(m.webhooks, m.relayLatency, m.apiCalls, m.apiSeconds,
+	// Both sources are present from the start, so an alert on the rate
+	// sees a zero rather than no series.
+	m.refusals.WithLabelValues("whatsapp")
+	m.refusals.WithLabelValues("bitrix")
+	m.reg.MustRegister(m.webhooks, m.relayLatency, m.apiCalls, m.apiSeconds, m.refusals,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gauge := func(name, help string, f func() float64) {
 		if f != nil {
@@ -100,6 +109,12 @@ func New(o Options) *Metrics {
 // Webhook counts one webhook call.
 func (m *Metrics) Webhook(source, status string) {
 	m.webhooks.WithLabelValues(source, status).Inc()
+}
+
+// RefusalDropped counts one refused call from source whose audit row was
+// not written.
+func (m *Metrics) RefusalDropped(source string) {
+	m.refusals.WithLabelValues(source).Inc()
 }
 
 // Relayed records how long a message took from arrival to acceptance by
