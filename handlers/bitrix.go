@@ -353,21 +353,30 @@ func (s *Server) bitrixEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 // storeBitrixEvent commits one audit row through the group-commit writer.
+// A refused call's row keeps only the start of payload, its length and its
+// SHA-256, and is not written at all when refusals come too fast (see
+// storeRefusal); other rows keep payload whole.
 func (s *Server) storeBitrixEvent(ctx context.Context, r *http.Request, start time.Time, status string, code int, reason string, payload []byte) error {
 	ev := db.WebhookEvent{
 		RequestID: RequestID(ctx), Source: "bitrix", RemoteAddr: r.RemoteAddr, ReceivedAt: start.UTC(),
 		Status: status, HTTPStatus: code, Duration: time.Since(start), Payload: payload, Error: reason,
 	}
-	err := s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if status == "accepted" {
-			// The event and the job that relays it commit together:
-			// Bitrix24 never sends an event twice.
-			_, err := s.inbound.AcceptBitrix(ctx, tx, ev)
+	var err error
+	if status == "rejected" {
+		ev.Payload = nil
+		err = s.storeRefusal(ctx, ev, payload)
+	} else {
+		err = s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			if status == "accepted" {
+				// The event and the job that relays it commit together:
+				// Bitrix24 never sends an event twice.
+				_, err := s.inbound.AcceptBitrix(ctx, tx, ev)
+				return err
+			}
+			_, err := db.InsertWebhookEvent(ctx, tx, ev)
 			return err
-		}
-		_, err := db.InsertWebhookEvent(ctx, tx, ev)
-		return err
-	})
+		})
+	}
 	if err != nil {
 		s.log.Error("bitrix event not stored", "request_id", ev.RequestID, "err", err)
 	} else if status == "accepted" {

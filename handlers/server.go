@@ -116,6 +116,9 @@ type Server struct {
 	replayer      Replayer
 	conversations Conversations
 	live          *Live
+
+	// refusals bounds the refused calls written to the audit log.
+	refusals *refusalLimiter
 }
 
 // New builds the HTTP handler with every route and middleware. It fails if
@@ -160,6 +163,7 @@ func newServer(d Deps) (*Server, error) {
 		domain: d.Domain, meta: d.Meta, connector: d.Connector, replayer: d.Replayer, conversations: d.Conversations,
 	}
 	s.cop = s.crossOrigin()
+	s.refusals = newRefusalLimiter(refusalRate, refusalBurst, nil, s.refusalDropped)
 	s.live = d.Live
 	if s.live == nil {
 		s.live = NewLive(LiveOptions{Log: d.Log})
@@ -218,6 +222,13 @@ func (n notifyingInbound) Accepted(source string) {
 func (s *Server) connectorChanged(state string) {
 	if s.onConn != nil {
 		s.onConn(state)
+	}
+}
+
+// refusalDropped counts a refused call whose audit row was not written.
+func (s *Server) refusalDropped(source string) {
+	if s.metrics != nil {
+		s.metrics.RefusalDropped(source)
 	}
 }
 

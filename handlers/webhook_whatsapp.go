@@ -115,15 +115,14 @@ func readBody(r *http.Request) ([]byte, error) {
 }
 
 // refuseWebhook records a refused call in the audit log and answers it.
-// payload may be nil when the body could not be read.
-func (s *Server) refuseWebhook(ctx context.Context, w http.ResponseWriter, ev db.WebhookEvent, status int, reason string, payload []byte) {
-	ev.Status, ev.HTTPStatus, ev.Error, ev.Payload = "rejected", status, reason, payload
+// The row keeps only the start of body, its length and its SHA-256, and is
+// not written at all when refusals come too fast (see storeRefusal). body
+// may be nil when it could not be read.
+func (s *Server) refuseWebhook(ctx context.Context, w http.ResponseWriter, ev db.WebhookEvent, status int, reason string, body []byte) {
+	ev.Status, ev.HTTPStatus, ev.Error = "rejected", status, reason
 	s.countWebhook(ev.Source, "rejected")
 	ev.Duration = time.Since(ev.ReceivedAt)
-	if err := s.writer.Do(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := db.InsertWebhookEvent(ctx, tx, ev)
-		return err
-	}); err != nil {
+	if err := s.storeRefusal(ctx, ev, body); err != nil {
 		s.log.Error("audit row not stored", "request_id", ev.RequestID, "err", err)
 	}
 	s.log.Warn("webhook refused", "source", ev.Source, "status", status, "reason", reason, "request_id", ev.RequestID)
