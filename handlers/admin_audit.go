@@ -135,22 +135,39 @@ type auditRow struct {
 	httpStatus int
 	durationUS int64
 	payload    []byte
-	size       int
+	size       int // of the stored payload
 	errText    string
+	// bodySize and bodySHA256 describe the whole body of a refused call,
+	// of which the stored payload is only the start; bodySHA256 is ""
+	// on rows that store the whole body.
+	bodySize   int64
+	bodySHA256 string
 }
 
-const auditColumns = `id, request_id, source, remote_addr, received_at, status, http_status, duration_us, substr(payload, 1, ?), length(payload), error`
+const auditColumns = `id, request_id, source, remote_addr, received_at, status, http_status, duration_us, substr(payload, 1, ?), length(payload), error,
+	body_size, body_sha256`
 
 func scanAudit(sc interface{ Scan(...any) error }) (auditRow, error) {
 	var r auditRow
 	var received string
-	err := sc.Scan(&r.id, &r.requestID, &r.source, &r.remoteAddr, &received, &r.status, &r.httpStatus, &r.durationUS, &r.payload, &r.size, &r.errText)
+	var bodySize sql.NullInt64
+	var bodySHA sql.NullString
+	err := sc.Scan(&r.id, &r.requestID, &r.source, &r.remoteAddr, &received, &r.status, &r.httpStatus, &r.durationUS, &r.payload, &r.size, &r.errText,
+		&bodySize, &bodySHA)
 	if err != nil {
 		return r, err
 	}
 	r.receivedAt, _ = time.Parse(time.RFC3339Nano, received)
+	r.bodySize, r.bodySHA256 = int64(r.size), bodySHA.String
+	if bodySize.Valid {
+		r.bodySize = bodySize.Int64
+	}
 	return r, nil
 }
+
+// cut reports whether the row stores only the start of the body it
+// received (a refused call).
+func (r auditRow) cut() bool { return r.bodySHA256 != "" && r.bodySize > int64(r.size) }
 
 // listAudit returns the page's rows, newest first, and whether an older
 // page exists.
@@ -220,9 +237,13 @@ func (s *Server) latestProblems(ctx context.Context, n int) ([]views.AuditRow, e
 }
 
 func (r auditRow) view() views.AuditRow {
+	summary := summarize(r.source, r.payload)
+	if r.cut() {
+		summary += " … (" + views.ByteCount(r.bodySize) + " in all)"
+	}
 	return views.AuditRow{
 		ID: r.id, Source: r.source, Status: r.status, HTTPStatus: r.httpStatus,
-		ReceivedAt: formatTime(r.receivedAt), Summary: summarize(r.source, r.payload), Error: r.errText,
+		ReceivedAt: formatTime(r.receivedAt), Summary: summary, Error: r.errText,
 		RemoteAddr: r.remoteAddr, RequestID: r.requestID,
 		Duration: (time.Duration(r.durationUS) * time.Microsecond).String(),
 	}
@@ -241,7 +262,9 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request) {
 	p := views.AuditProps{
 		Console: s.console(r, "Received calls", views.AdminAudit), Filter: a.f, FilterError: msg,
 		PageNumber: a.page, CanReplay: s.replayer != nil,
+		RefusalKeep: refusalKeep, RefusalRate: refusalRate,
 	}
+	p.RefusalsDropped, p.RefusalsDroppedHour = s.refusals.droppedCounts()
 	for _, row := range rows {
 		p.Rows = append(p.Rows, row.view())
 	}
@@ -274,7 +297,8 @@ func (s *Server) auditDetail(w http.ResponseWriter, r *http.Request) {
 	}
 	p := views.AuditDetailProps{
 		Console: s.console(r, "Call "+strconv.FormatInt(id, 10), views.AdminAudit),
-		Row:     row.view(), Size: row.size, Truncated: row.size > len(row.payload),
+		Row:     row.view(), Size: row.bodySize, Stored: row.size, SHA256: row.bodySHA256,
+		Truncated: row.size > len(row.payload) || row.cut(),
 		CanReplay: s.replayer != nil, Back: "/admin/audit",
 	}
 	p.Kind, p.Text, p.Form = renderPayload(row.payload, p.Truncated)

@@ -239,6 +239,15 @@ type AuditProps struct {
 	// CanReplay shows a Replay button on each row that was not refused
 	// (a refused call is never processed).
 	CanReplay bool
+	// RefusalKeep is how many bytes of a refused call's content the log
+	// keeps, RefusalRate how many refused calls a minute it writes.
+	RefusalKeep int
+	RefusalRate int
+	// RefusalsDropped is how many refused calls since the bridge started
+	// were not written to the log because they came faster than
+	// RefusalRate; RefusalsDroppedHour how many of them in the last hour.
+	RefusalsDropped     int64
+	RefusalsDroppedHour int64
 }
 
 // KeyValue is one decoded pair of a form payload.
@@ -268,9 +277,15 @@ type AuditDetailProps struct {
 	Text string
 	// Form is the payload for PayloadForm, in its order.
 	Form []KeyValue
-	// Size is the payload's length in bytes.
-	Size int
-	// Truncated is true when only the start of a large payload is shown.
+	// Size is the length in bytes of the content the call carried.
+	Size int64
+	// Stored is how many bytes of it the log keeps: all of them, except
+	// for a refused call, which keeps only its start.
+	Stored int
+	// SHA256 is the checksum (hex) of the whole content of a refused call;
+	// "" for other calls.
+	SHA256 string
+	// Truncated is true when only the start of the content is shown.
 	Truncated bool
 	CanReplay bool
 	// Back is the list address with the filter the reader came from.
@@ -429,6 +444,23 @@ type DashboardProps struct {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+// ByteCount writes a number of bytes for reading: "1 byte",
+// "3,145,728 bytes".
+func ByteCount(n int64) string {
+	if n == 1 {
+		return "1 byte"
+	}
+	digits := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String() + " bytes"
+}
 
 func plural(n int, one, many string) string {
 	if n == 1 {

@@ -40,7 +40,10 @@ func adminComponents(s string) map[string]templ.Component {
 				{Name: "crm.lead_mode", Label: s, Help: s, Value: "line", Choices: []string{"bridge", "line", s}},
 			}}}}),
 		"audit": views.Audit(views.AuditProps{Console: c, Filter: views.AuditFilter{Source: s, Status: s, Period: s, From: s, To: s, Text: s},
-			FilterError: s, Rows: []views.AuditRow{row}, PageNumber: 2, PrevURL: "/admin/audit", NextURL: "/admin/audit?page=3", CanReplay: true}),
+			FilterError: s, Rows: []views.AuditRow{row}, PageNumber: 2, PrevURL: "/admin/audit", NextURL: "/admin/audit?page=3", CanReplay: true,
+			RefusalKeep: 512, RefusalRate: 60, RefusalsDropped: 1234, RefusalsDroppedHour: 56}),
+		"audit refused": views.AuditDetail(views.AuditDetailProps{Console: c, Row: row, Kind: views.PayloadText, Text: s, Size: 3 << 20, Stored: 512,
+			SHA256: s, Truncated: true, Back: "/admin/audit"}),
 		"audit json": views.AuditDetail(views.AuditDetailProps{Console: c, Row: row, Kind: views.PayloadJSON, Text: s, Size: 10, CanReplay: true, Back: "/admin/audit"}),
 		"audit form": views.AuditDetail(views.AuditDetailProps{Console: c, Row: row, Kind: views.PayloadForm, Form: []views.KeyValue{{Key: s, Value: s}}, Back: "/admin/audit"}),
 		"dead":       views.Dead(views.DeadProps{Console: c, Rows: []views.DeadRow{dead}, Total: 1}),
@@ -108,5 +111,13 @@ func TestSetupMarksTheNextStep(t *testing.T) {
 	mustContain(t, html, "Next: step 2, Second", `id="check-a" class="status-ok" data-state="ok"`, `id="check-b" class="status-bad" data-state="bad"`, "Do this.", "1 of 2 steps done")
 	if strings.Count(html, "setup-step-next") != 1 {
 		t.Errorf("next steps marked: %d", strings.Count(html, "setup-step-next"))
+	}
+}
+
+func TestByteCount(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 bytes", 1: "1 byte", 512: "512 bytes", 1000: "1,000 bytes", 3145728: "3,145,728 bytes", 123456789: "123,456,789 bytes"} {
+		if got := views.ByteCount(n); got != want {
+			t.Errorf("ByteCount(%d) = %q, want %q", n, got, want)
+		}
 	}
 }
