@@ -2,7 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -430,15 +432,19 @@ func TestBrowserHostileTextIsShownAsText(t *testing.T) {
 		t.Errorf("the summary does not show the text as sent:\n%s", b.text("#audit-table"))
 	}
 	b.shot("40-received-calls")
-	// The refused call carries the same payload; its status stays put
-	// while the relay moves the accepted one on.
+	// The refused call keeps the start of the same payload (a refused
+	// call keeps 512 bytes, with the whole one's size and SHA-256); its
+	// status stays put while the relay moves the accepted one on.
 	b.open("/admin/audit?source=whatsapp&status=rejected&q=" + url.QueryEscape("alert(1)"))
 	if n := b.count("#audit-table tbody tr"); n != 1 {
 		t.Fatalf("filtered rows: %d", n)
 	}
 	b.click("#audit-table tbody tr a.button")
-	if txt := b.text("#payload"); !strings.Contains(txt, `"body": "<script>alert(1)</script><img src=x onerror=alert(2)>"`) {
+	if txt := b.text("#payload"); !strings.Contains(txt, `"body":"<script>alert(1)</script><img src=x onerror=alert(2)>"`) {
 		t.Errorf("payload shown:\n%s", txt)
+	}
+	if sum := sha256.Sum256(body); strings.TrimSpace(b.text("#body-sha256")) != hex.EncodeToString(sum[:]) {
+		t.Errorf("the refused call's checksum shown: %q", b.text("#body-sha256"))
 	}
 	if b.count("#payload script, #payload img, main script") != 0 {
 		t.Error("the payload became elements")
