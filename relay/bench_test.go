@@ -137,3 +137,73 @@ func (e *env) waitSentLong(d time.Duration, ids []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// burstFromNewCustomers posts per messages from each of customers numbers
+// the bridge has never seen, every customer from its own goroutine in
+// order, all customers at once. It returns the wamids by customer wa_id,
+// in the order they were sent.
+func burstFromNewCustomers(e *env, customers, per int) map[string][]string {
+	bodies := make([][][]byte, customers)
+	ids := map[string][]string{}
+	for c := range customers {
+		bld := whatsapptest.NewBuilder()
+		bld.CustomerWaID, bld.CustomerName = customer(c)
+		for i := range per {
+			id := fmt.Sprintf("wamid.new.%d.%d", c, i)
+			bodies[c] = append(bodies[c], bld.Text(fmt.Sprintf("message %d", i)).WithID(id).Body())
+			ids[bld.CustomerWaID] = append(ids[bld.CustomerWaID], id)
+		}
+	}
+	var wg sync.WaitGroup
+	for c := range customers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, body := range bodies[c] {
+				e.post(body)
+			}
+		}()
+	}
+	wg.Wait()
+	return ids
+}
+
+// BenchmarkNewCustomersBurst relays 200 messages from 10 numbers the
+// bridge has never seen (20 each, in order, all customers at once) into a
+// portal that allows 2 requests/s with a burst of 50, with crm.lead_mode
+// bridge, so every customer needs a CRM check and a lead. Each iteration
+// starts a fresh bridge and portal. It reports the throughput until every
+// message is at the portal, the REST requests made (a batch counts once),
+// the requests the portal refused and the leads created.
+func BenchmarkNewCustomersBurst(b *testing.B) {
+	const customers, per = 10, 20
+	var elapsed time.Duration
+	var requests, refused, leads int
+	for range b.N {
+		b.StopTimer()
+		e := newEnv(b, envOptions{quiet: true, limit: true, rate: 2, burst: 50, leadMode: "bridge"})
+		b.StartTimer()
+		start := time.Now()
+		ids := burstFromNewCustomers(e, customers, per)
+		var all []string
+		for _, l := range ids {
+			all = append(all, l...)
+		}
+		e.waitSentLong(2*time.Minute, all)
+		elapsed += time.Since(start)
+		b.StopTimer()
+		e.waitFor("the CRM checks", func() bool {
+			return e.queryInt(`SELECT count(*) FROM contacts WHERE lead_state NOT IN ('created', 'found')`) == 0
+		})
+		requests += e.portal.HTTPRequests()
+		refused += e.portal.Limited()
+		leads += len(e.portal.Leads())
+		e.stop()
+		b.StartTimer()
+	}
+	n := float64(b.N)
+	b.ReportMetric(customers*per*n/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(requests)/n, "requests")
+	b.ReportMetric(float64(refused)/n, "refused")
+	b.ReportMetric(float64(leads)/n, "leads")
+}

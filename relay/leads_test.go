@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -226,4 +227,54 @@ func TestLeadConflict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNewCustomersBurst: 200 messages from 10 numbers the bridge has never
+// seen, into a portal that allows 2 requests/s with a burst of 50. The
+// portal refuses nothing for its limit, every customer gets exactly one
+// lead, remembered on the customer, and all 200 messages arrive once, each
+// customer's in the order sent.
+func TestNewCustomersBurst(t *testing.T) {
+	e := newEnv(t, envOptions{limit: true, rate: 2, burst: 50, leadMode: "bridge"})
+	want := burstFromNewCustomers(e, 10, 20)
+	var all []string
+	for _, ids := range want {
+		all = append(all, ids...)
+	}
+	e.waitSent(all...)
+	e.waitFor("idle", e.idle)
+	if n := e.portal.Limited(); n != 0 {
+		t.Errorf("%d requests refused with QUERY_LIMIT_EXCEEDED, want 0", n)
+	}
+	if n := len(e.portal.SentMessages()); n != len(all) {
+		t.Errorf("portal holds %d messages, want %d", n, len(all))
+	}
+	for waID, ids := range want {
+		if got := e.chat(waID); strings.Join(got, ",") != strings.Join(ids, ",") {
+			t.Errorf("customer %s: order %v, want %v", waID, got, ids)
+		}
+	}
+	byPhone := map[string][]int64{}
+	for _, l := range e.portal.Leads() {
+		phone := bitrixtest.Str(l.Fields, "PHONE", "0", "VALUE")
+		byPhone[phone] = append(byPhone[phone], l.ID)
+	}
+	if len(byPhone) != len(want) {
+		t.Errorf("leads for %d numbers, want %d", len(byPhone), len(want))
+	}
+	for waID := range want {
+		leads := byPhone["+"+waID]
+		if len(leads) != 1 {
+			t.Errorf("customer %s: %d leads, want 1", waID, len(leads))
+			continue
+		}
+		if st, typ, id := e.queryString(`SELECT lead_state FROM contacts WHERE wa_id = ?`, waID),
+			e.queryString(`SELECT crm_entity_type FROM contacts WHERE wa_id = ?`, waID),
+			e.queryInt(`SELECT crm_entity_id FROM contacts WHERE wa_id = ?`, waID); st != "created" || typ != "LEAD" || id != leads[0] {
+			t.Errorf("customer %s remembered as %s %s %d, want created LEAD %d", waID, st, typ, id, leads[0])
+		}
+	}
+	t.Logf("%d HTTP requests: %d send.messages, %d batch (%d findbycomm, %d lead.add inside or alone)",
+		e.portal.HTTPRequests(), e.portal.Calls("imconnector.send.messages"), e.portal.Calls("batch"),
+		e.portal.Calls("crm.duplicate.findbycomm"), e.portal.Calls("crm.lead.add"))
 }

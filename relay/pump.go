@@ -32,8 +32,9 @@ import (
 // channel go into one imconnector.send.messages call, paced by the
 // Bitrix24 client's limiter, so a backlog of many customers costs few
 // calls. Once a quarter of the portal's burst is used, the pump calls at
-// most once per drain interval, so the calls it makes carry more (see
-// paceShare).
+// most once per drain interval, so the calls it makes carry more, unless
+// messages already wait behind the heads: then it goes on up to three
+// quarters of the burst (see paceShare).
 //
 // Outbound: a pump of its own rather than one queue job per message,
 // because the order of a conversation, the per-number rate and the pauses
@@ -75,25 +76,28 @@ func (r *Relay) Run(ctx context.Context) {
 // round does one pass over due messages and reports. It reports whether it
 // did anything (the caller comes straight back) or else how long to sleep.
 func (r *Relay) round(ctx context.Context) (time.Duration, bool) {
-	if !r.pace(ctx) {
-		return 0, false
-	}
 	// Calls and their bookkeeping run detached from ctx: once a call is
 	// made, its outcome must be recorded even during shutdown.
 	work := context.WithoutCancel(ctx)
-	now := r.now()
-	heads, err := r.dueHeads(work, now)
+	heads, reports, err := r.due(work)
 	if err != nil {
-		r.log.Error("pending messages unreadable", "err", err)
-		return time.Second, false
-	}
-	reports, err := r.dueReports(work, now)
-	if err != nil {
-		r.log.Error("pending status reports unreadable", "err", err)
+		r.log.Error("pending messages or status reports unreadable", "err", err)
 		return time.Second, false
 	}
 	if len(heads) == 0 && len(reports) == 0 {
-		return r.untilNextDue(work, now), false
+		return r.untilNextDue(work, r.now()), false
+	}
+	waited, ok := r.pace(ctx, queuedBehind(heads))
+	if !ok {
+		return 0, false
+	}
+	if waited {
+		// Take in what became ready during the wait: that is what the
+		// wait was for.
+		if heads, reports, err = r.due(work); err != nil {
+			r.log.Error("pending messages or status reports unreadable", "err", err)
+			return time.Second, false
+		}
 	}
 	if err := r.deliver(work, heads); err != nil {
 		r.log.Error("delivery round failed", "err", err)
@@ -106,34 +110,80 @@ func (r *Relay) round(ctx context.Context) (time.Duration, bool) {
 	return 0, true
 }
 
+// due reads the heads and status reports due now.
+func (r *Relay) due(ctx context.Context) ([]head, []report, error) {
+	now := r.now()
+	heads, err := r.dueHeads(ctx, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pending messages: %w", err)
+	}
+	reports, err := r.dueReports(ctx, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pending status reports: %w", err)
+	}
+	return heads, reports, nil
+}
+
+// queuedBehind reports whether a conversation among heads has further
+// messages waiting behind its head.
+func queuedBehind(heads []head) bool {
+	for _, h := range heads {
+		if h.queued > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // paceShare is the share of the portal's burst the pump spends at full
 // speed. Above it, the pump makes at most one call per drain interval of
 // the bucket (1/rate): calls then go out no faster than the portal drains,
 // each carrying everything that became ready meanwhile, instead of
-// spending the whole burst on small batches, and CRM checks, status
-// reports and operators' replies still find room in the burst.
+// spending the whole burst on small batches.
+//
+// Waiting only pays when it can make calls fewer. When conversations
+// already hold messages behind their heads (a burst from a few customers),
+// those messages need one call per message of the longest conversation
+// whatever the pump does, since a conversation has at most one message in
+// a call; waiting would only delay them. Then the pump goes on at full
+// speed up to 1-paceShare of the burst. Either way paceShare of the burst
+// stays free for CRM checks, status reports and operators' replies, and
+// the Bitrix24 client's limiter keeps every caller under the portal's
+// limit.
 const paceShare = 0.25
 
-// pace waits, while the Bitrix24 client's limiter is above paceShare of its
-// burst, until the level is back at that share or one drain interval has
-// passed, whichever comes first; the cap keeps the pump from waiting forever
-// while other callers keep the bucket full. It reports false when ctx
-// ended.
-func (r *Relay) pace(ctx context.Context) bool {
-	l := r.bx.Limiter()
-	free := float64(l.Burst()) * paceShare
-	level := l.Level()
-	if level <= free {
-		return true
+// paceWait returns how long the pump waits before its next call: zero
+// while the bucket's level is at or below the share the pump may spend
+// (paceShare of the burst, or 1-paceShare with messages queued behind the
+// heads), else until the level is back at it, at most one drain interval
+// (so other callers keeping the bucket full cannot stop the pump).
+func paceWait(level, rate float64, burst int, queued bool) time.Duration {
+	share := paceShare
+	if queued {
+		share = 1 - paceShare
 	}
-	wait := min(time.Duration((level-free)/l.Rate()*float64(time.Second)), time.Duration(float64(time.Second)/l.Rate()))
+	free := float64(burst) * share
+	if level <= free {
+		return 0
+	}
+	return min(time.Duration((level-free)/rate*float64(time.Second)), time.Duration(float64(time.Second)/rate))
+}
+
+// pace waits as paceWait says, at most IdleWait. It reports whether it
+// waited, and false in ok when ctx ended.
+func (r *Relay) pace(ctx context.Context, queued bool) (waited, ok bool) {
+	l := r.bx.Limiter()
+	wait := paceWait(l.Level(), l.Rate(), l.Burst(), queued)
+	if wait <= 0 {
+		return false, true
+	}
 	t := time.NewTimer(min(wait, r.idle))
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return true
+		return true, true
 	case <-ctx.Done():
-		return false
+		return true, false
 	}
 }
 
@@ -146,14 +196,17 @@ type head struct {
 	waID, profile, phone     string
 	files                    []bitrix.InboundFile
 	hasFiles                 bool
+	// queued counts the conversation's unfinished inbound messages, this
+	// one included.
+	queued int
 }
 
 // headsSQL selects, for every conversation with unfinished inbound
 // messages, the oldest one, if it is pending (its file, if any, is
 // fetched). A received head blocks only its own conversation.
 const headsSQL = `SELECT m.id, m.channel_id, m.contact_id, m.wamid, m.text, m.attempts, coalesce(m.wa_timestamp, ''),
-		m.received_at, m.next_attempt_at, c.wa_id, c.profile_name, c.phone
-	FROM (SELECT contact_id, min(seq) AS seq FROM messages
+		m.received_at, m.next_attempt_at, c.wa_id, c.profile_name, c.phone, h.queued
+	FROM (SELECT contact_id, min(seq) AS seq, count(*) AS queued FROM messages
 	      WHERE direction = 'in' AND state IN ('received', 'pending') GROUP BY contact_id) h
 	JOIN messages m ON m.contact_id = h.contact_id AND m.seq = h.seq
 	JOIN contacts c ON c.id = m.contact_id
@@ -171,7 +224,7 @@ func (r *Relay) dueHeads(ctx context.Context, now time.Time) ([]head, error) {
 		var h head
 		var sent, received, next string
 		if err := rows.Scan(&h.id, &h.channelID, &h.contactID, &h.wamid, &h.text, &h.attempts, &sent, &received, &next,
-			&h.waID, &h.profile, &h.phone); err != nil {
+			&h.waID, &h.profile, &h.phone, &h.queued); err != nil {
 			return nil, err
 		}
 		h.sentAt, h.receivedAt = parseTS(sent), parseTS(received)
