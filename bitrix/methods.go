@@ -97,17 +97,51 @@ func (c *Client) DuplicateFindByComm(ctx context.Context, typ string, values []s
 	if len(values) == 0 {
 		return Duplicates{}, nil
 	}
-	if len(values) > 20 {
-		return nil, fmt.Errorf("bitrix: crm.duplicate.findbycomm: %d values, at most 20 allowed", len(values))
-	}
-	params := map[string]any{"type": typ, "values": values}
-	if entityType != "" {
-		params["entity_type"] = entityType
+	params, err := findByCommParams(typ, values, entityType)
+	if err != nil {
+		return nil, err
 	}
 	var raw json.RawMessage
 	if err := c.Call(ctx, "crm.duplicate.findbycomm", params, &raw); err != nil {
 		return nil, err
 	}
+	return parseDuplicates(raw)
+}
+
+// DuplicateFindByCommCmd is DuplicateFindByComm as a batch command named
+// key; BatchResult.Duplicates reads its result.
+func DuplicateFindByCommCmd(key, typ string, values []string, entityType string) (BatchCmd, error) {
+	params, err := findByCommParams(typ, values, entityType)
+	if err != nil {
+		return BatchCmd{}, err
+	}
+	return BatchCmd{Key: key, Method: "crm.duplicate.findbycomm", Params: params}, nil
+}
+
+// Duplicates returns the result of the crm.duplicate.findbycomm command
+// key, or its *APIError when the portal refused that command alone.
+func (r *BatchResult) Duplicates(key string) (Duplicates, error) {
+	var raw json.RawMessage
+	if err := r.Decode(key, &raw); err != nil {
+		return nil, fmt.Errorf("bitrix: crm.duplicate.findbycomm: %w", err)
+	}
+	return parseDuplicates(raw)
+}
+
+func findByCommParams(typ string, values []string, entityType string) (map[string]any, error) {
+	if len(values) == 0 || len(values) > 20 {
+		return nil, fmt.Errorf("bitrix: crm.duplicate.findbycomm: %d values, 1 to 20 allowed", len(values))
+	}
+	params := map[string]any{"type": typ, "values": values}
+	if entityType != "" {
+		params["entity_type"] = entityType
+	}
+	return params, nil
+}
+
+// parseDuplicates reads a crm.duplicate.findbycomm result: an object of id
+// lists by entity type, or [] when nothing matched.
+func parseDuplicates(raw json.RawMessage) (Duplicates, error) {
 	var m map[string]json.RawMessage
 	if err := decodeObject(raw, &m); err != nil {
 		return nil, fmt.Errorf("bitrix: crm.duplicate.findbycomm: decode result: %w", err)
@@ -193,10 +227,33 @@ func (l Lead) fields() map[string]any {
 // LeadAdd creates a lead and returns its id.
 func (c *Client) LeadAdd(ctx context.Context, lead Lead) (int64, error) {
 	var id flexInt
-	params := map[string]any{"fields": lead.fields(), "params": map[string]any{"REGISTER_SONET_EVENT": "Y"}}
-	if err := c.Call(ctx, "crm.lead.add", params, &id); err != nil {
+	if err := c.Call(ctx, "crm.lead.add", lead.params(), &id); err != nil {
 		return 0, err
 	}
+	return leadID(id)
+}
+
+// LeadAddCmd is LeadAdd as a batch command named key; BatchResult.LeadID
+// reads its result.
+func LeadAddCmd(key string, lead Lead) BatchCmd {
+	return BatchCmd{Key: key, Method: "crm.lead.add", Params: lead.params()}
+}
+
+// LeadID returns the id of the lead the crm.lead.add command key created,
+// or its *APIError when the portal refused that command alone.
+func (r *BatchResult) LeadID(key string) (int64, error) {
+	var id flexInt
+	if err := r.Decode(key, &id); err != nil {
+		return 0, fmt.Errorf("bitrix: crm.lead.add: %w", err)
+	}
+	return leadID(id)
+}
+
+func (l Lead) params() map[string]any {
+	return map[string]any{"fields": l.fields(), "params": map[string]any{"REGISTER_SONET_EVENT": "Y"}}
+}
+
+func leadID(id flexInt) (int64, error) {
 	if id <= 0 {
 		return 0, errors.New("bitrix: crm.lead.add: the portal returned no id")
 	}

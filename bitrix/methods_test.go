@@ -3,6 +3,7 @@ package bitrix_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
 	"reflect"
 	"strings"
@@ -389,6 +390,64 @@ func TestLeadAdd(t *testing.T) {
 	d, _ := e.client.DuplicateFindByComm(ctxT(t), "PHONE", []string{"+4915112345678"}, "LEAD")
 	if len(d["LEAD"]) != 1 || d["LEAD"][0] != id {
 		t.Fatalf("duplicates = %v", d)
+	}
+}
+
+// TestCRMBatchCommands: lookups and lead.add as batch commands send what
+// the direct calls send, read their results the same way, and a command
+// the portal refuses fails alone.
+func TestCRMBatchCommands(t *testing.T) {
+	e := newEnv(t, bitrixtest.Options{RatePerSec: 2, Burst: 1}, nil)
+	ctx := ctxT(t)
+	contact := e.portal.SeedContact("+4915100000001")
+	e.portal.FailNext("crm.lead.add", 1, bitrixtest.Failure{Status: 503, Code: "INTERNAL_SERVER_ERROR", Description: "down"})
+	yes := true
+	var cmds []bitrix.BatchCmd
+	for i, phone := range []string{"+4915100000001", "+4915100000002", "+4915100000003"} {
+		cmd, err := bitrix.DuplicateFindByCommCmd(fmt.Sprint("find", i), "PHONE", []string{phone, phone[1:]}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, cmd)
+	}
+	for i, phone := range []string{"+4915100000002", "+4915100000003"} {
+		cmds = append(cmds, bitrix.LeadAddCmd(fmt.Sprint("add", i), bitrix.Lead{
+			Title: "WhatsApp: " + phone, Phone: []bitrix.Multifield{{Value: phone, ValueType: "MOBILE"}}, StatusID: "NEW", Opened: &yes,
+		}))
+	}
+	res, err := e.client.Batch(ctx, cmds, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One request against a bucket that holds one.
+	if e.portal.HTTPRequests() != 1 || e.portal.Limited() != 0 {
+		t.Fatalf("requests %d, refused %d; want 1 and 0", e.portal.HTTPRequests(), e.portal.Limited())
+	}
+	if d, err := res.Duplicates("find0"); err != nil || len(d["CONTACT"]) == 0 || d["CONTACT"][0] != contact {
+		t.Fatalf("find0 = %v, %v; want CONTACT %d", d, err, contact)
+	}
+	if d, err := res.Duplicates("find1"); err != nil || d == nil || len(d) != 0 {
+		t.Fatalf("find1 = %#v, %v; want an empty map", d, err)
+	}
+	// The first lead.add was refused, alone, with a retryable error.
+	if _, err := res.LeadID("add0"); !bitrix.IsRetryable(err) || !strings.Contains(err.Error(), "INTERNAL_SERVER_ERROR") {
+		t.Fatalf("add0: %v, want the refusal", err)
+	}
+	id, err := res.LeadID("add1")
+	if err != nil || id <= 0 {
+		t.Fatalf("add1 = %d, %v", id, err)
+	}
+	leads := e.portal.Leads()
+	if len(leads) != 1 || leads[0].ID != id || bitrixtest.Str(leads[0].Fields, "PHONE", "0", "VALUE") != "+4915100000003" ||
+		bitrixtest.Str(leads[0].Fields, "OPENED") != "Y" || bitrixtest.Str(leads[0].Fields, "STATUS_ID") != "NEW" {
+		t.Fatalf("leads = %+v", leads)
+	}
+	req, _ := e.portal.LastRequest("crm.lead.add")
+	if !req.Batched || bitrixtest.Str(req.Params, "params", "REGISTER_SONET_EVENT") != "Y" {
+		t.Errorf("batched lead.add params = %v", req.Params)
+	}
+	if _, err := bitrix.DuplicateFindByCommCmd("x", "PHONE", make([]string, 21), ""); err == nil {
+		t.Error("21 values accepted")
 	}
 }
 

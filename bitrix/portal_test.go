@@ -2,6 +2,7 @@ package bitrix_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -122,5 +123,31 @@ func TestFakePortalLimitOnItsClock(t *testing.T) {
 	}
 	if e.portal.HTTPRequests() != 5 || e.portal.Calls("imconnector.status") != 4 {
 		t.Fatalf("requests %d calls %d", e.portal.HTTPRequests(), e.portal.Calls("imconnector.status"))
+	}
+}
+
+// TestFakePortalLimitCountsBatchOnce: as on Bitrix24, a batch is one
+// request for the request limit however many commands it carries; a batch
+// the limit refuses runs none of them.
+func TestFakePortalLimitCountsBatchOnce(t *testing.T) {
+	clock := bitrixtest.NewClock(t0)
+	e := newEnv(t, bitrixtest.Options{Clock: clock, RatePerSec: 2, Burst: 2}, func(o *bitrix.Options) { o.MaxRetries = -1 })
+	ctx := ctxT(t)
+	cmds := make([]bitrix.BatchCmd, bitrix.MaxBatch)
+	for i := range cmds {
+		cmds[i] = bitrix.BatchCmd{Method: "crm.duplicate.findbycomm", Params: map[string]any{"type": "PHONE", "values": []string{fmt.Sprint("+49151", i)}}}
+	}
+	for i := range 2 {
+		res, err := e.client.Batch(ctx, cmds, false)
+		if err != nil || len(res.Results) != bitrix.MaxBatch || len(res.Errors) != 0 {
+			t.Fatalf("batch %d: %d results, %d errors, %v", i+1, len(res.Results), len(res.Errors), err)
+		}
+	}
+	_, err := e.client.Batch(ctx, cmds, false)
+	if !bitrix.IsRetryable(err) || !strings.Contains(err.Error(), "QUERY_LIMIT_EXCEEDED") || e.portal.Limited() != 1 {
+		t.Fatalf("third batch: %v, limited %d", err, e.portal.Limited())
+	}
+	if n := e.portal.Calls("crm.duplicate.findbycomm"); n != 2*bitrix.MaxBatch {
+		t.Fatalf("%d commands executed, want %d (the refused batch runs none)", n, 2*bitrix.MaxBatch)
 	}
 }

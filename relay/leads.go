@@ -28,7 +28,12 @@ const (
 	// the process that made them is gone.
 	leadClaimStale = 2 * leadTimeout
 	// leadBatch is how many customers one run checks together: two batch
-	// calls (lookups, then lead.add) of at most this many commands.
+	// calls (lookups, then lead.add) of at most this many commands. A
+	// batch counts once against the portal's request limit however many
+	// commands it carries, but the portal runs them one after the other
+	// within one request, which must finish within 60 s; half the 50
+	// allowed keeps a batch of lead.add, with the automation each new lead
+	// may start, well inside that.
 	leadBatch = 25
 )
 
@@ -49,6 +54,15 @@ type prospect struct {
 // customers costs few requests against the portal's limit; with
 // bitrix.webhook_url set the calls go one by one through the webhook, as the
 // administrator asked.
+//
+// A customer's messages do not wait for the check. In bridge mode every
+// message goes to Open Lines with disable_crm=Y, so the line's CRM tracker,
+// the only thing that links an Open Lines chat to a CRM entity by the
+// customer's phone, never runs for them; the lead is found or created
+// beside the chat, not through it, and is the same whichever reaches the
+// portal first. Holding the first message until the lead exists would
+// only delay it. (In line mode the tracker does run, and creates and links
+// the entity itself; the bridge makes no lead there.)
 //
 // A failed check is released and the job fails (at once when every failure
 // was permanent), so the queue retries it and the dead-letter list shows
@@ -121,7 +135,7 @@ func (r *Relay) claimLeads(ctx context.Context, own int64) ([]prospect, error) {
 func (r *Relay) checkOneByOne(ctx context.Context, ps []prospect) map[int64]error {
 	failures := map[int64]error{}
 	for _, p := range ps {
-		dups, err := r.bx.DuplicateFindByComm(ctx, "PHONE", []string{p.phone, strings.TrimPrefix(p.phone, "+")}, "")
+		dups, err := r.bx.DuplicateFindByComm(ctx, "PHONE", phoneForms(p.phone), "")
 		if err != nil {
 			failures[p.id] = err
 			continue
@@ -141,37 +155,45 @@ func (r *Relay) checkOneByOne(ctx context.Context, ps []prospect) map[int64]erro
 }
 
 // checkBatched checks the customers with one batch of lookups and one batch
-// of lead.add for those not found.
+// of lead.add for those not found. The portal runs every command of a
+// batch on its own and reports a refused one in result_error, so a
+// customer whose command fails is released alone while the others'
+// outcomes are recorded.
 func (r *Relay) checkBatched(ctx context.Context, ps []prospect) map[int64]error {
 	failures := map[int64]error{}
 	key := func(prefix string, p prospect) string { return prefix + strconv.FormatInt(p.id, 10) }
-	cmds := make([]bitrix.BatchCmd, len(ps))
-	for i, p := range ps {
-		cmds[i] = bitrix.BatchCmd{Key: key("find", p), Method: "crm.duplicate.findbycomm",
-			Params: map[string]any{"type": "PHONE", "values": []string{p.phone, strings.TrimPrefix(p.phone, "+")}}}
+	var asked []prospect
+	var finds []bitrix.BatchCmd
+	for _, p := range ps {
+		cmd, err := bitrix.DuplicateFindByCommCmd(key("find", p), "PHONE", phoneForms(p.phone), "")
+		if err != nil {
+			failures[p.id] = err
+			continue
+		}
+		asked = append(asked, p)
+		finds = append(finds, cmd)
 	}
-	res, err := r.bx.Batch(ctx, cmds, false)
+	res, err := r.bx.Batch(ctx, finds, false)
 	if err != nil {
-		for _, p := range ps {
+		for _, p := range asked {
 			failures[p.id] = err
 		}
 		return failures
 	}
 	var create []prospect
 	var adds []bitrix.BatchCmd
-	for _, p := range ps {
-		var raw json.RawMessage
-		if err := res.Decode(key("find", p), &raw); err != nil {
-			failures[p.id] = fmt.Errorf("bitrix: crm.duplicate.findbycomm: %w", err)
+	for _, p := range asked {
+		dups, err := res.Duplicates(key("find", p))
+		if err != nil {
+			failures[p.id] = err
 			continue
 		}
-		if typ, id, ok := knownEntity(parseDuplicates(raw)); ok {
+		if typ, id, ok := knownEntity(dups); ok {
 			r.leadRecord(ctx, p, "found", typ, id, failures)
 			continue
 		}
 		create = append(create, p)
-		adds = append(adds, bitrix.BatchCmd{Key: key("add", p), Method: "crm.lead.add",
-			Params: map[string]any{"fields": leadFields(r.leadFor(ctx, p)), "params": map[string]any{"REGISTER_SONET_EVENT": "Y"}}})
+		adds = append(adds, bitrix.LeadAddCmd(key("add", p), r.leadFor(ctx, p)))
 	}
 	if len(adds) == 0 {
 		return failures
@@ -184,19 +206,20 @@ func (r *Relay) checkBatched(ctx context.Context, ps []prospect) map[int64]error
 		return failures
 	}
 	for _, p := range create {
-		var id json.RawMessage
-		if err := res.Decode(key("add", p), &id); err != nil {
-			failures[p.id] = fmt.Errorf("bitrix: crm.lead.add: %w", err)
+		id, err := res.LeadID(key("add", p))
+		if err != nil {
+			failures[p.id] = err
 			continue
 		}
-		n, err := strconv.ParseInt(strings.Trim(string(id), `"`), 10, 64)
-		if err != nil || n <= 0 {
-			failures[p.id] = fmt.Errorf("bitrix: crm.lead.add: the portal returned no id")
-			continue
-		}
-		r.leadRecord(ctx, p, "created", "LEAD", n, failures)
+		r.leadRecord(ctx, p, "created", "LEAD", id, failures)
 	}
 	return failures
+}
+
+// phoneForms is a number as +E.164 and as digits: how the portal matches
+// phone formats is not documented, so the lookup sends both.
+func phoneForms(phone string) []string {
+	return []string{phone, strings.TrimPrefix(phone, "+")}
 }
 
 // leadFor builds the lead of a customer from the crm.* settings.
@@ -214,18 +237,6 @@ func (r *Relay) leadFor(ctx context.Context, p prospect) bitrix.Lead {
 	}
 }
 
-// leadFields is the fields object of crm.lead.add for a batch command.
-func leadFields(l bitrix.Lead) map[string]any {
-	m := map[string]any{"TITLE": l.Title, "NAME": l.Name, "PHONE": l.Phone, "STATUS_ID": l.StatusID, "OPENED": "Y"}
-	if l.SourceID != "" {
-		m["SOURCE_ID"] = l.SourceID
-	}
-	if l.AssignedByID > 0 {
-		m["ASSIGNED_BY_ID"] = l.AssignedByID
-	}
-	return m
-}
-
 // knownEntity picks the CRM entity a number belongs to: a contact first,
 // then a company, then a lead.
 func knownEntity(d bitrix.Duplicates) (string, int64, bool) {
@@ -235,26 +246,6 @@ func knownEntity(d bitrix.Duplicates) (string, int64, bool) {
 		}
 	}
 	return "", 0, false
-}
-
-// parseDuplicates reads a crm.duplicate.findbycomm result: an object of id
-// lists by entity type, or [] when nothing matched; ids may be numbers or
-// strings.
-func parseDuplicates(raw json.RawMessage) bitrix.Duplicates {
-	out := bitrix.Duplicates{}
-	var m map[string][]json.RawMessage
-	if json.Unmarshal(raw, &m) != nil {
-		return out
-	}
-	for typ, ids := range m {
-		for _, v := range ids {
-			n, err := strconv.ParseInt(strings.Trim(string(v), `"`), 10, 64)
-			if err == nil && n > 0 {
-				out[strings.ToUpper(typ)] = append(out[strings.ToUpper(typ)], n)
-			}
-		}
-	}
-	return out
 }
 
 // leadRecord stores the outcome of one customer's check; a failure to

@@ -278,3 +278,55 @@ func TestNewCustomersBurst(t *testing.T) {
 		e.portal.HTTPRequests(), e.portal.Calls("imconnector.send.messages"), e.portal.Calls("batch"),
 		e.portal.Calls("crm.duplicate.findbycomm"), e.portal.Calls("crm.lead.add"))
 }
+
+// TestLeadBatchCommandFails: one customer's command inside the lead
+// batches, or a whole batch, is refused. The others' checks are recorded
+// from the same batch; only what failed is repeated; every customer ends
+// with exactly one lead; and the messages never wait for the checks.
+func TestLeadBatchCommandFails(t *testing.T) {
+	down := bitrixtest.Failure{Status: 503, Code: "INTERNAL_SERVER_ERROR", Description: "down"}
+	tests := []struct {
+		name        string
+		method      string // refused once
+		finds, adds int    // commands executed in all
+	}{
+		{"one lookup", "crm.duplicate.findbycomm", 11, 10},
+		{"one lead.add", "crm.lead.add", 11, 11},
+		{"the lookup batch", "batch", 10, 10}, // a refused batch runs none of its commands
+	}
+	const customers = 10
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{leadMode: "bridge"})
+			e.stop() // accept everything first, so the checks meet in one run
+			e.portal.FailNext(tt.method, 1, down)
+			var ids []string
+			for c := range customers {
+				b := whatsapptest.NewBuilder()
+				b.CustomerWaID, b.CustomerName = customer(c)
+				ev := b.Text("hi")
+				ids = append(ids, ev.ID())
+				e.post(ev.Body())
+			}
+			e.start()
+			e.waitSent(ids...)
+			e.waitFor("every CRM check", func() bool {
+				return e.queryInt(`SELECT count(*) FROM contacts WHERE lead_state = 'created'`) == customers
+			})
+			e.waitFor("idle", e.idle)
+			phones := map[string]int{}
+			for _, l := range e.portal.Leads() {
+				phones[bitrixtest.Str(l.Fields, "PHONE", "0", "VALUE")]++
+			}
+			for c := range customers {
+				waID, _ := customer(c)
+				if phones["+"+waID] != 1 {
+					t.Errorf("customer %s: %d leads, want 1", waID, phones["+"+waID])
+				}
+			}
+			if f, a := e.portal.Calls("crm.duplicate.findbycomm"), e.portal.Calls("crm.lead.add"); f != tt.finds || a != tt.adds {
+				t.Errorf("%d lookups and %d lead.add executed, want %d and %d", f, a, tt.finds, tt.adds)
+			}
+		})
+	}
+}
