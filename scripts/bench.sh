@@ -16,6 +16,7 @@ run() { # package, benchmark regexp, benchtime
 
 run ./e2e 'BenchmarkIngest$' 1x
 run ./relay 'BenchmarkRelayIntoLimitedPortal$' 5000x
+run ./relay 'BenchmarkNewCustomersBurst$' 5x
 run ./relay 'BenchmarkHandOffLatency$' 200x
 run ./relay 'BenchmarkOutbound$' 500x
 run ./db 'BenchmarkDurableInsert$' 3s
@@ -65,6 +66,10 @@ ofloor=$(awk -v a="$ingest" -v b="$floor" 'BEGIN { if (b > 0) printf "%.2f", a /
 relay=$(metric BenchmarkRelayIntoLimitedPortal msgs/s)
 calls=$(metric BenchmarkRelayIntoLimitedPortal calls)
 refused=$(metric BenchmarkRelayIntoLimitedPortal refused)
+burst=$(metric BenchmarkNewCustomersBurst msgs/s)
+burstreq=$(metric BenchmarkNewCustomersBurst requests)
+burstrefused=$(metric BenchmarkNewCustomersBurst refused)
+burstleads=$(metric BenchmarkNewCustomersBurst leads)
 hp50=$(metric BenchmarkHandOffLatency p50-ms)
 hp99=$(metric BenchmarkHandOffLatency p99-ms)
 o80=$(metric BenchmarkOutbound/backlog_80 msgs/s)
@@ -94,6 +99,7 @@ mem=$(awk '/MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo 2>/dev/nu
 	echo "| the same ingest with more concurrent senders | — | $levels; $wpc writes per commit over all runs | |"
 	echo "| best throughput of each, over all levels | — | bridge $best req/s ($bestat senders) vs bare $barebest req/s ($barebestat senders): ratio $bestratio; the floor's $fbestratio; peak RSS over all levels $rssall MB | |"
 	echo "| relay into a portal limited to 2 req/s (burst 50) | ≥ 50 messages/s | $relay messages/s, $calls send.messages calls, $refused refused | $(met "$relay" 50 '>=') |"
+	echo "| burst from 10 new customers: 200 messages into a portal limited to 2 req/s (burst 50), crm.lead_mode bridge | ≥ 100 messages/s | $burst messages/s, $burstreq REST requests (a batch counts once) for $burstleads leads, $burstrefused refused | $(met "$burst" 100 '>=') |"
 	echo "| hand-off on an idle bridge: ack → portal receives the call | p50 ≤ 20 ms | p50 $hp50 ms, p99 $hp99 ms | $(met "$hp50" 20 '<=') |"
 	echo "| outbound: Bitrix24 event → Graph send | — | $o80 messages/s at WhatsApp's 80/s cap ($ounc uncapped); idle p50 $oone50 ms, p99 $oone99 ms | |"
 	echo "| first start on an empty data folder → /health 200 | — | $start ms | |"
