@@ -47,6 +47,7 @@ type Def struct {
 // Names of the keys other packages look up. Every registry key has one.
 const (
 	AppPublicURL           = "app.public_url"
+	AppTrustedProxies      = "app.trusted_proxies"
 	AdminToken             = "admin.token"
 	MetaAppID              = "meta.app_id"
 	MetaAppSecret          = "meta.app_secret"
@@ -99,6 +100,8 @@ const (
 var registry = []Def{
 	{Name: AppPublicURL, Group: GroupApp, Validate: validBaseURL("https://bridge.example.com"),
 		Help: "The address Meta and Bitrix24 use to reach this bridge; webhook and event URLs are built from it."},
+	{Name: AppTrustedProxies, Group: GroupApp, Validate: validTrustedProxies,
+		Help: "Your own reverse proxies (IP addresses or CIDR ranges, comma-separated) whose X-Forwarded-For header names the client; empty trusts no one."},
 
 	{Name: AdminToken, Group: GroupAdmin, Secret: true, Validate: validAdminToken,
 		Help: "The password of the admin console (at least 16 characters); it is stored only as a hash and the console stays closed until it is set."},

@@ -20,6 +20,7 @@ var contractKeys = []struct {
 	example string // a valid value, for keys without a default
 }{
 	{"app.public_url", false, "", "https://bridge.example.com"},
+	{"app.trusted_proxies", false, "", "127.0.0.1"},
 	{"admin.token", true, "", "0123456789abcdef"},
 	{"meta.app_id", false, "", "1234567890"},
 	{"meta.app_secret", true, "", "0123456789abcdef0123456789abcdef"},
@@ -138,6 +139,7 @@ func TestValidate(t *testing.T) {
 		"crm.lead_source_id":       {"WEB", "CALL", "7|WHATSAPP"},
 		"relay.retry_schedule":     {"10s,30s,60s,5m,15m", "1s", "10s, 30s , 1m", "1h30m,168h", strings.TrimSuffix(strings.Repeat("1s,", 20), ",")},
 		"retention.days":           {"1", "30", "3650"},
+		"app.trusted_proxies":      {"127.0.0.1", "10.0.0.0/8, 192.168.1.1", "::1,2001:db8::/32", "::ffff:10.0.0.1", "::ffff:10.0.0.0/104", "172.16.0.0/12"},
 		"admin.token":              {"0123456789abcdef", "correct horse battery staple", "ääääääääääääääää"},
 		"meta.app_secret":          {"0123456789abcdef0123456789abcdef"},
 		"meta.access_token":        {"EAAGm0PX4ZCpsBA-_.xyz"},
@@ -166,6 +168,7 @@ func TestValidate(t *testing.T) {
 		"crm.lead_source_id":       {"a b"},
 		"relay.retry_schedule":     {"10", "10s,", "10s,,30s", "0s", "-5s", "10s,fast", "200h", strings.TrimSuffix(strings.Repeat("1s,", 21), ",")},
 		"retention.days":           {"0", "3651", "-1", "30d", "thirty", "1.5"},
+		"app.trusted_proxies":      {"proxy.example.com", "10.0.0.0/33", "127.0.0.1,", "1.2.3.4,,5.6.7.8", "fe80::1%eth0", "10.0.0.1 10.0.0.2", "*"},
 		"admin.token":              {"short", "0123456789abcde"},
 		"meta.app_secret":          {"two words"},
 		"meta.access_token":        {"EAAG abc"},
@@ -241,5 +244,22 @@ func TestParseRetrySchedule(t *testing.T) {
 	want := []time.Duration{10 * time.Second, 30 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute}
 	if err != nil || !slices.Equal(got, want) {
 		t.Errorf("ParseRetrySchedule(default) = %v, %v; want %v", got, err, want)
+	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	got, err := settings.ParseTrustedProxies(" 10.1.2.3/8, 192.168.1.1 ,::ffff:172.16.0.0/108, 2001:db8::/32 ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	if want := []string{"10.0.0.0/8", "192.168.1.1/32", "172.16.0.0/12", "2001:db8::/32"}; !slices.Equal(s, want) {
+		t.Errorf("ParseTrustedProxies = %v, want %v", s, want)
+	}
+	if got, err := settings.ParseTrustedProxies(""); err != nil || got != nil {
+		t.Errorf("empty: %v %v", got, err)
 	}
 }

@@ -2,10 +2,12 @@ package settings
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -498,6 +500,38 @@ func (s *Store) CheckAdminToken(ctx context.Context, token string) bool {
 	// even in the token's length.
 	a, b := sha256.Sum256([]byte(token)), sha256.Sum256([]byte(env))
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
+}
+
+// AdminTokenID returns a short identifier of the admin token in force,
+// or "" when none is set. It tells nothing about the token, and it
+// changes whenever the token is set again, even to the same text (each
+// stored hash has its own salt): a console login that records it ends
+// when the token is changed.
+func (s *Store) AdminTokenID(ctx context.Context) (string, error) {
+	r, inDB, err := s.readRow(ctx, AdminToken)
+	if err != nil {
+		return "", fmt.Errorf("settings: admin token id: %w", err)
+	}
+	var material string
+	switch {
+	case inDB:
+		material = "db\x00" + r.value
+	default:
+		env, ok := s.env(EnvName(AdminToken))
+		if env = Normalize(env); !ok || validAdminToken(env) != nil {
+			return "", nil
+		}
+		material = "env\x00" + env
+	}
+	// Keyed, so that the identifier of a token from the environment is no
+	// plain hash of it.
+	idKey := []byte("wabridge admin token id")
+	if !s.key.IsZero() {
+		idKey = s.key.Derive("admin-token-id", 32)
+	}
+	mac := hmac.New(sha256.New, idKey)
+	mac.Write([]byte(material))
+	return hex.EncodeToString(mac.Sum(nil)[:12]), nil
 }
 
 var reInternalName = regexp.MustCompile(`^[a-z0-9_][a-z0-9_.-]{0,99}$`)

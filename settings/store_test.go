@@ -554,3 +554,27 @@ func TestCacheTTL(t *testing.T) {
 		t.Fatalf("a write through the store was not seen at once: %q", v)
 	}
 }
+
+func TestAdminTokenID(t *testing.T) {
+	ctx := context.Background()
+	environ := env{}
+	s := newStore(t, dbtest.New(t), secret.GenerateKey(), environ)
+	if id, err := s.AdminTokenID(ctx); err != nil || id != "" {
+		t.Fatalf("unset: %q %v", id, err)
+	}
+	environ["WABRIDGE_ADMIN_TOKEN"] = "env-admin-token-0123456789"
+	fromEnv, err := s.AdminTokenID(ctx)
+	if err != nil || fromEnv == "" || strings.Contains(fromEnv, "0123456789") {
+		t.Fatalf("from the environment: %q %v", fromEnv, err)
+	}
+	mustSet(t, s, "admin.token", "first-admin-token-0123")
+	first, _ := s.AdminTokenID(ctx)
+	if again, _ := s.AdminTokenID(ctx); first == "" || first == fromEnv || again != first {
+		t.Fatalf("stored token: %q, again %q (env %q)", first, again, fromEnv)
+	}
+	// Setting the same token again is a new token as far as logins go.
+	mustSet(t, s, "admin.token", "first-admin-token-0123")
+	if second, _ := s.AdminTokenID(ctx); second == first || second == "" {
+		t.Fatalf("after setting it again: %q, before %q", second, first)
+	}
+}
