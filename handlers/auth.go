@@ -55,6 +55,10 @@ type consoleSession struct {
 	// TOTP identifies the authenticator secret the login was confirmed
 	// with; after a reset or re-enrolment, old logins no longer count.
 	TOTP string `json:"totp,omitempty"`
+	// Token identifies the admin token the login was made with
+	// (settings.Store.AdminTokenID); after the token is changed, old
+	// logins no longer count.
+	Token string `json:"token,omitempty"`
 	// Next is the console address to open after signing in.
 	Next  string     `json:"next,omitempty"`
 	Flash *flashNote `json:"flash,omitempty"`
@@ -109,7 +113,8 @@ func (s *Server) loadSession(r *http.Request) consoleSession {
 }
 
 // saveSession issues the sign-in cookie with cs. The cookie is HttpOnly,
-// SameSite=Strict, for path /, and Secure when the request came over TLS.
+// SameSite=Strict, for path /, and Secure when the request came over TLS
+// or app.public_url is an https:// address (a proxy in front may end TLS).
 func (s *Server) saveSession(w http.ResponseWriter, r *http.Request, cs consoleSession) {
 	cs.Seen = time.Now().UnixNano()
 	b, err := json.Marshal(cs)
@@ -119,7 +124,7 @@ func (s *Server) saveSession(w http.ResponseWriter, r *http.Request, cs consoleS
 	}
 	sess := sessions.NewSession(s.sessions, sessionCookie)
 	opts := *s.sessions.Options
-	opts.Secure = r.TLS != nil
+	opts.Secure = s.secureSite(r)
 	sess.Options = &opts
 	sess.Values["s"] = string(b)
 	if err := s.sessions.Save(r, w, sess); err != nil {
@@ -131,8 +136,15 @@ func (s *Server) saveSession(w http.ResponseWriter, r *http.Request, cs consoleS
 func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secureSite(r),
 	})
+}
+
+// secureSite reports whether browsers reach this request's site over
+// HTTPS: the request came over TLS, or app.public_url says https://, as
+// behind a proxy that ends TLS.
+func (s *Server) secureSite(r *http.Request) bool {
+	return r.TLS != nil || s.site(r.Context()).https
 }
 
 // totpName is the internal sealed value that holds the console's
@@ -207,10 +219,11 @@ func ForgetTOTP(ctx context.Context, st *settings.Store) (bool, error) {
 }
 
 // signedIn reports whether cs is a complete, current console login: token
-// and code passed, not idle too long, confirmed with the authenticator
-// secret that is still enrolled, and not ended by a sign-out since.
+// and code passed, not idle too long, made with the admin token still in
+// force, confirmed with the authenticator secret that is still enrolled,
+// and not ended by a sign-out since.
 func (s *Server) signedIn(ctx context.Context, cs consoleSession) bool {
-	if cs.Stage != stageAdmin || cs.TOTP == "" {
+	if cs.Stage != stageAdmin || cs.TOTP == "" || !s.tokenCurrent(ctx, cs.Token) {
 		return false
 	}
 	rec, ok, err := s.loadTOTP(ctx)
@@ -311,31 +324,52 @@ func safeNext(p string) string {
 // adminOrBearer lets a request through with a complete console login or
 // with the header "Authorization: Bearer <admin token>", for monitors such
 // as a Prometheus scraper. Anything else gets 401. Wrong tokens count
-// towards the same limit as failed sign-ins.
+// towards the same limit as failed sign-ins (429 past it), and are checked
+// with the same care (503 when too many are being checked at once).
 func (s *Server) adminOrBearer(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.signedIn(r.Context(), s.loadSession(r)) {
+		ctx := r.Context()
+		if s.signedIn(ctx, s.loadSession(r)) {
 			h.ServeHTTP(w, r)
 			return
 		}
-		addr := clientAddr(r)
-		if wait := s.limiter.blocked(addr, time.Now()); wait > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-			http.Error(w, "too many failed attempts; try again later", http.StatusTooManyRequests)
-			return
-		}
+		key := clientKey(r)
 		auth := r.Header.Get("Authorization")
-		if token, ok := strings.CutPrefix(auth, "Bearer "); ok && s.settings.CheckAdminToken(r.Context(), token) {
-			h.ServeHTTP(w, r)
+		if auth == "" {
+			if wait := s.limiter.blocked(key, time.Now()); wait > 0 {
+				tooMany(w, wait)
+				return
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wabridge"`)
+			http.Error(w, "sign in to the console, or send Authorization: Bearer <admin token>", http.StatusUnauthorized)
 			return
 		}
-		if auth != "" {
-			s.limiter.fail(addr, time.Now())
-			s.log.Warn("bearer token refused", "path", r.URL.Path, "remote_addr", r.RemoteAddr, "request_id", RequestID(r.Context()))
+		token, _ := strings.CutPrefix(auth, "Bearer ")
+		if token == auth {
+			token = "" // another scheme: a failure like a wrong token
 		}
+		res, wait, _ := s.checkToken(ctx, key, token)
+		switch res {
+		case tokenRight:
+			h.ServeHTTP(w, r)
+			return
+		case tokenLimited:
+			tooMany(w, wait)
+			return
+		case tokenBusy:
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(tokenCheckWait)))
+			http.Error(w, "too many sign-ins are being checked; try again in a few seconds", http.StatusServiceUnavailable)
+			return
+		}
+		s.log.Warn("bearer token refused", "path", r.URL.Path, "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wabridge"`)
 		http.Error(w, "sign in to the console, or send Authorization: Bearer <admin token>", http.StatusUnauthorized)
 	})
+}
+
+func tooMany(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+	http.Error(w, "too many failed attempts; try again later", http.StatusTooManyRequests)
 }
 
 // crossOrigin refuses state-changing requests from other sites: a form on

@@ -30,13 +30,6 @@ const (
 
 var totpOpts = totp.ValidateOpts{Period: uint(totpPeriod / time.Second), Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
 
-// Sign-in attempts: at most loginFailures failures per client address in
-// loginWindow, then 429 until the oldest failure is older than the window.
-const (
-	loginFailures = 5
-	loginWindow   = 15 * time.Minute
-)
-
 // loginPage shows the stage of signing in the reader has reached: the
 // admin token, then the code (or, the first time, the authenticator set-up).
 // A reader already signed in goes on to the console.
@@ -58,11 +51,11 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusOK, views.Login(p))
 		return
 	}
-	if wait := s.limiter.blocked(clientAddr(r), time.Now()); wait > 0 {
+	if wait := s.limiter.blocked(clientKey(r), time.Now()); wait > 0 {
 		s.renderLimited(w, r, p, wait)
 		return
 	}
-	if tokenPassed(cs) {
+	if s.tokenPassed(ctx, cs) {
 		if p.Next == "" {
 			p.Next = cs.Next
 		}
@@ -75,11 +68,12 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 // loginSubmit checks the admin token (form field "token") or, after it,
 // the authenticator code (form field "code"). Five failures from one
 // address within 15 minutes close sign-in for that address until the
-// oldest failure is 15 minutes old: 429 with Retry-After.
+// oldest failure is 15 minutes old: 429 with Retry-After. Each attempt
+// counts before it is checked (see checkToken).
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	w.Header().Set("Cache-Control", "no-store")
-	addr := clientAddr(r)
+	addr := clientKey(r)
 	p := views.LoginProps{Page: s.page("Sign in", views.NavAdmin), Stage: views.LoginToken}
 	if wait := s.limiter.blocked(addr, time.Now()); wait > 0 {
 		s.log.Warn("console sign-in refused: too many failures", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
@@ -97,15 +91,24 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Next = safeNext(r.PostForm.Get("next"))
 	cs := s.loadSession(r)
-	if r.PostForm.Has("code") && tokenPassed(cs) {
+	if r.PostForm.Has("code") && s.tokenPassed(ctx, cs) {
 		if p.Next == "" {
 			p.Next = cs.Next
 		}
 		s.checkCode(w, r, cs, p)
 		return
 	}
-	if !s.settings.CheckAdminToken(ctx, r.PostForm.Get("token")) {
-		s.limiter.fail(addr, time.Now())
+	res, wait, tokenID := s.checkToken(ctx, addr, r.PostForm.Get("token"))
+	switch res {
+	case tokenLimited:
+		s.log.Warn("console sign-in refused: too many failures", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
+		s.renderLimited(w, r, p, wait)
+		return
+	case tokenBusy:
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(tokenCheckWait)))
+		s.errorPage(w, r, http.StatusServiceUnavailable, "Too many sign-ins are being checked at this moment. Wait a few seconds, then sign in again.")
+		return
+	case tokenWrong:
 		s.log.Warn("console sign-in refused: wrong admin token", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
 		p.Error = "That admin token is not right. Check it and try again."
 		if r.PostForm.Has("code") {
@@ -115,7 +118,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusUnauthorized, views.Login(p))
 		return
 	}
-	s.saveSession(w, r, consoleSession{Stage: stageToken, At: time.Now().UnixNano(), Next: p.Next})
+	s.saveSession(w, r, consoleSession{Stage: stageToken, At: time.Now().UnixNano(), Next: p.Next, Token: tokenID})
 	// Redirect rather than render, so a reload does not post the token
 	// again.
 	http.Redirect(w, r, "/admin/login", http.StatusSeeOther)
@@ -126,8 +129,17 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 // every code works once. The first accepted code activates a new secret.
 func (s *Server) checkCode(w http.ResponseWriter, r *http.Request, cs consoleSession, p views.LoginProps) {
 	ctx := r.Context()
-	addr := clientAddr(r)
+	addr := clientKey(r)
 	code := strings.Join(strings.Fields(r.PostForm.Get("code")), "")
+
+	// The attempt counts before the code is checked, so that concurrent
+	// guesses get no more tries than sequential ones.
+	now := time.Now()
+	if wait := s.limiter.take(addr, now); wait > 0 {
+		s.log.Warn("console sign-in refused: too many failures", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
+		s.renderLimited(w, r, p, wait)
+		return
+	}
 
 	// One code at a time: two requests with the same code must not both
 	// pass the single-use check.
@@ -135,6 +147,7 @@ func (s *Server) checkCode(w http.ResponseWriter, r *http.Request, cs consoleSes
 	rec, ok, err := s.loadTOTP(ctx)
 	if err != nil || !ok {
 		s.totpMu.Unlock()
+		s.limiter.forgive(addr, now)
 		if err != nil {
 			s.log.Error("console sign-in failed", "err", err, "request_id", RequestID(ctx))
 			s.errorPage(w, r, http.StatusInternalServerError, "")
@@ -147,7 +160,6 @@ func (s *Server) checkCode(w http.ResponseWriter, r *http.Request, cs consoleSes
 	step, matched := matchCode(rec.Secret, code, time.Now())
 	if !matched || step <= rec.LastStep {
 		s.totpMu.Unlock()
-		s.limiter.fail(addr, time.Now())
 		reason := "wrong code"
 		if matched {
 			reason = "code already used"
@@ -165,6 +177,7 @@ func (s *Server) checkCode(w http.ResponseWriter, r *http.Request, cs consoleSes
 	err = s.storeTOTP(ctx, rec)
 	s.totpMu.Unlock()
 	if err != nil {
+		s.limiter.forgive(addr, now)
 		s.log.Error("console sign-in failed", "err", err, "request_id", RequestID(ctx))
 		s.errorPage(w, r, http.StatusInternalServerError, "")
 		return
@@ -174,7 +187,7 @@ func (s *Server) checkCode(w http.ResponseWriter, r *http.Request, cs consoleSes
 		s.log.Info("console two-step sign-in set up", "remote_addr", r.RemoteAddr)
 	}
 	s.log.Info("console sign-in", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
-	s.saveSession(w, r, consoleSession{Stage: stageAdmin, At: time.Now().UnixNano(), TOTP: rec.id()})
+	s.saveSession(w, r, consoleSession{Stage: stageAdmin, At: time.Now().UnixNano(), TOTP: rec.id(), Token: cs.Token})
 	http.Redirect(w, r, s.landingAfterLogin(ctx, p.Next), http.StatusSeeOther)
 }
 
@@ -313,9 +326,9 @@ func retryAfterSeconds(wait time.Duration) int {
 }
 
 // tokenPassed reports whether cs says the admin token was right recently
-// enough for the code to follow.
-func tokenPassed(cs consoleSession) bool {
-	return cs.Stage == stageToken && time.Since(time.Unix(0, cs.At)) < codeWindow
+// enough for the code to follow, and is still the token in force.
+func (s *Server) tokenPassed(ctx context.Context, cs consoleSession) bool {
+	return cs.Stage == stageToken && time.Since(time.Unix(0, cs.At)) < codeWindow && s.tokenCurrent(ctx, cs.Token)
 }
 
 // consoleOpen reports whether an admin token is set (in the database or

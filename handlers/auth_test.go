@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -233,16 +234,18 @@ func TestSignInLimit(t *testing.T) {
 }
 
 func TestFailLimiterWindow(t *testing.T) {
-	l := newFailLimiter(5, 15*time.Minute)
+	l := newFailLimiter(5, 15*time.Minute, 100, time.Minute)
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	for i := range 5 {
-		if w := l.blocked("a", t0); w != 0 {
+		if w := l.take("a", t0.Add(time.Duration(i)*time.Minute)); w != 0 {
 			t.Fatalf("blocked before failure %d", i+1)
 		}
-		l.fail("a", t0.Add(time.Duration(i)*time.Minute))
 	}
 	if w := l.blocked("a", t0.Add(5*time.Minute)); w != 10*time.Minute {
 		t.Fatalf("wait = %v, want 10m (until the first failure is 15 min old)", w)
+	}
+	if w := l.take("a", t0.Add(5*time.Minute)); w != 10*time.Minute || len(l.fails["a"]) != 5 {
+		t.Fatalf("take while blocked: wait %v, %d failures kept", w, len(l.fails["a"]))
 	}
 	if w := l.blocked("b", t0.Add(5*time.Minute)); w != 0 {
 		t.Fatalf("another address is blocked: %v", w)
@@ -253,6 +256,97 @@ func TestFailLimiterWindow(t *testing.T) {
 	l.reset("a")
 	if len(l.fails) != 0 {
 		t.Fatalf("reset kept %v", l.fails)
+	}
+}
+
+// TestFailLimiterCountsFirst: attempts count when they start, so a burst
+// of attempts gets no more than the limit in, and a right one is forgiven.
+func TestFailLimiterCountsFirst(t *testing.T) {
+	l := newFailLimiter(5, 15*time.Minute, 100, time.Minute)
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	in := 0
+	for i := range 40 {
+		if l.take("a", t0.Add(time.Duration(i))) == 0 {
+			in++
+		}
+	}
+	if in != 5 {
+		t.Fatalf("%d of 40 attempts started, want 5", in)
+	}
+	// One of them was right.
+	l.forgive("a", t0.Add(2))
+	if w := l.take("a", t0.Add(time.Second)); w != 0 {
+		t.Fatal("a forgiven attempt still counts")
+	}
+	if w := l.take("a", t0.Add(time.Second)); w == 0 {
+		t.Fatal("the limit did not close again")
+	}
+}
+
+func TestFailLimiterGlobal(t *testing.T) {
+	l := newFailLimiter(5, 15*time.Minute, 3, time.Minute)
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		if w := l.takeGlobal(t0.Add(time.Duration(i) * time.Second)); w != 0 {
+			t.Fatalf("global budget closed after %d", i)
+		}
+	}
+	if w := l.takeGlobal(t0.Add(10 * time.Second)); w != 50*time.Second {
+		t.Fatalf("wait = %v, want 50s", w)
+	}
+	l.forgiveGlobal(t0.Add(time.Second))
+	if w := l.takeGlobal(t0.Add(10 * time.Second)); w != 0 {
+		t.Fatalf("after forgiving one: wait %v", w)
+	}
+	if w := l.takeGlobal(t0.Add(time.Minute)); w != 0 {
+		t.Fatalf("after the window: wait %v", w)
+	}
+}
+
+func TestForwardedClient(t *testing.T) {
+	trusted, err := settings.ParseTrustedProxies("127.0.0.1, 10.0.0.0/8, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, peer string
+		xff        []string
+		want       string
+		believed   bool
+	}{
+		{"untrusted peer", "192.0.2.1", []string{"203.0.113.9"}, "192.0.2.1", false},
+		{"trusted peer, one hop", "127.0.0.1", []string{"203.0.113.9"}, "203.0.113.9", true},
+		{"forged entries left of the client", "127.0.0.1", []string{"198.51.100.1, 203.0.113.9"}, "203.0.113.9", true},
+		{"two proxies", "127.0.0.1", []string{"198.51.100.1, 203.0.113.9, 10.1.2.3"}, "203.0.113.9", true},
+		{"several headers", "127.0.0.1", []string{"198.51.100.1", "203.0.113.9", "10.1.2.3"}, "203.0.113.9", true},
+		{"garbage right of a proxy", "127.0.0.1", []string{"203.0.113.9, nonsense, 10.1.2.3"}, "10.1.2.3", true},
+		{"only proxies", "127.0.0.1", []string{"10.0.0.5"}, "10.0.0.5", true},
+		{"mapped IPv4", "::ffff:127.0.0.1", []string{"::ffff:203.0.113.9"}, "203.0.113.9", true},
+		{"IPv6 proxy", "fd00::1", []string{"2001:db8::7"}, "2001:db8::7", true},
+		{"empty", "127.0.0.1", []string{""}, "127.0.0.1", true},
+	} {
+		got, ok := forwardedClient(netip.MustParseAddr(c.peer).Unmap(), c.xff, trusted)
+		if got.String() != c.want || ok != c.believed {
+			t.Errorf("%s: %v %v, want %s %v", c.name, got, ok, c.want, c.believed)
+		}
+	}
+}
+
+func TestClientKeyGroupsIPv6(t *testing.T) {
+	for addr, want := range map[string]string{
+		"[2001:db8:1:2::1]:443":      "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::9]:443": "2001:db8:1:2::/64",
+		"[2001:db8:1:3::1]:443":      "2001:db8:1:3::/64",
+		"198.51.100.7:5000":          "198.51.100.7",
+		"[::ffff:198.51.100.7]:5000": "198.51.100.7",
+		"203.0.113.9":                "203.0.113.9",
+		"[fe80::1%eth0]:80":          "fe80::/64",
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = addr
+		if got := clientKey(r); got != want {
+			t.Errorf("clientKey(%s) = %s, want %s", addr, got, want)
+		}
 	}
 }
 

@@ -92,14 +92,19 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		case sw.status < 400 && r.Method == http.MethodPost && auditedPaths[r.URL.Path]:
 			level = slog.LevelDebug
 		}
-		log.LogAttrs(r.Context(), level, "request",
+		attrs := []slog.Attr{
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
 			slog.Int("status", sw.status),
 			slog.Duration("duration", time.Since(start)),
 			slog.Int64("bytes", sw.bytes),
 			slog.String("remote_addr", r.RemoteAddr),
-			slog.String("request_id", id))
+			slog.String("request_id", id),
+		}
+		if p := proxyAddr(r.Context()); p != "" {
+			attrs = append(attrs, slog.String("proxy_addr", p))
+		}
+		log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
 }
 
@@ -123,8 +128,9 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 
 // securityHeaders sets the headers every response carries: no sniffing,
 // no framing, no referrer leaks, and a CSP that allows only our own
-// scripts and styles (the pages have no inline script or style).
-func securityHeaders(next http.Handler) http.Handler {
+// scripts and styles (the pages have no inline script or style); and HSTS
+// when secure says the site is reached over HTTPS.
+func securityHeaders(secure func(*http.Request) bool, next http.Handler) http.Handler {
 	// The values are built once; a handler that changes one of these
 	// headers replaces the slice (Header.Set) and never writes into it.
 	var (
@@ -140,7 +146,7 @@ func securityHeaders(next http.Handler) http.Handler {
 		h["X-Frame-Options"] = deny
 		h["Referrer-Policy"] = referrer
 		h["Content-Security-Policy"] = csp
-		if r.TLS != nil {
+		if secure(r) {
 			h["Strict-Transport-Security"] = hsts
 		}
 		next.ServeHTTP(w, r)

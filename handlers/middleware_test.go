@@ -70,7 +70,7 @@ func TestRecoverPanicsAnswers500(t *testing.T) {
 }
 
 func TestSecurityHeaders(t *testing.T) {
-	h := securityHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h := securityHeaders(func(*http.Request) bool { return false }, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	for k, want := range map[string]string{

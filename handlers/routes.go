@@ -40,9 +40,10 @@ func (s *Server) routes() http.Handler {
 
 	var h http.Handler = mux
 	h = limitBody(defaultBodyLimit, bodyLimits, h)
-	h = securityHeaders(h)
+	h = securityHeaders(s.secureSite, h)
 	h = s.recoverPanics(h)
 	h = logRequests(s.log, h)
+	h = s.resolveClient(h)
 	return h
 }
 

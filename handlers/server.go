@@ -107,6 +107,9 @@ type Server struct {
 	// Console.
 	sessions      *sessions.CookieStore
 	limiter       *failLimiter
+	tokens        *tokenGate
+	siteCfg       atomic.Pointer[siteConfig]
+	siteMu        sync.Mutex // one reader of siteCfg's settings at a time
 	totpMu        sync.Mutex // serialises read-modify-write of the TOTP record
 	cop           *http.CrossOriginProtection
 	domain        string
@@ -159,7 +162,8 @@ func newServer(d Deps) (*Server, error) {
 		assets: set, manual: man, probes: d.Probes, version: d.Version, onConn: d.ConnectorChanged,
 		log: d.Log.With("component", "http"),
 
-		sessions: newSessionStore(d.Key), limiter: newFailLimiter(loginFailures, loginWindow),
+		sessions: newSessionStore(d.Key), limiter: newFailLimiter(loginFailures, loginWindow, globalFailures, globalWindow),
+		tokens: newTokenGate(),
 		domain: d.Domain, meta: d.Meta, connector: d.Connector, replayer: d.Replayer, conversations: d.Conversations,
 	}
 	s.cop = s.crossOrigin()
