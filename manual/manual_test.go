@@ -198,7 +198,7 @@ func TestShippedManual(t *testing.T) {
 	}
 	wantSlugs := []string{
 		"overview", "install", "setup", "settings", "cli",
-		"keys-and-backups", "https", "monitoring", "troubleshooting",
+		"keys-and-backups", "https", "monitoring", "troubleshooting", "security",
 	}
 	var slugs []string
 	for _, e := range m.Pages() {
@@ -255,7 +255,7 @@ func TestShippedManualCoversContract(t *testing.T) {
 
 	settingsPage := page("settings")
 	for _, key := range []string{
-		"app.public_url", "admin.token",
+		"app.public_url", "app.trusted_proxies", "admin.token",
 		"meta.app_id", "meta.app_secret", "meta.access_token", "meta.phone_number_id",
 		"meta.waba_id", "meta.verify_token", "meta.graph_url",
 		"bitrix.portal_url", "bitrix.client_id", "bitrix.client_secret", "bitrix.oauth_url",
