@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"wabridge/model"
@@ -21,13 +22,14 @@ var settingGroups = []struct {
 	{settings.GroupRelay, "Delivery", "How operators' replies look on WhatsApp, and how long the bridge keeps trying before a message is listed under Failed messages."},
 	{settings.GroupRetention, "Keeping records", "How long received calls and files are kept."},
 	{settings.GroupApp, "The bridge's address", "Usually right by itself; change it only if the bridge is reached under another address, for example behind a proxy."},
-	{settings.GroupAdmin, "Console", "The admin token is the password of this console. A new one applies at the next sign-in."},
+	{settings.GroupAdmin, "Console", "The admin token is the password of this console. A new one signs out every other browser, and stops the old one from opening /metrics."},
 }
 
 // settingLabels names each setting in plain words; the key is shown too,
 // since the manual and the command line use it.
 var settingLabels = map[string]string{
 	settings.AppPublicURL:           "Public address",
+	settings.AppTrustedProxies:      "Trusted proxies",
 	settings.AdminToken:             "Admin token",
 	settings.MetaAppID:              "App ID",
 	settings.MetaAppSecret:          "App secret",
@@ -192,7 +194,12 @@ func (s *Server) credentialsSave(w http.ResponseWriter, r *http.Request) {
 		names[i] = p.Name
 	}
 	s.log.Info("console: settings saved", "keys", names, "request_id", RequestID(ctx))
-	s.redirectWithFlash(w, r, "/admin/credentials", views.FlashOK, "Saved: "+strings.Join(names, ", ")+". The change applies now.")
+	msg := "Saved: " + strings.Join(names, ", ") + ". The change applies now."
+	if slices.Contains(names, settings.AdminToken) {
+		s.redirectKeepingLogin(w, r, "/admin/credentials", views.FlashOK, msg+" Other browsers are signed out.")
+		return
+	}
+	s.redirectWithFlash(w, r, "/admin/credentials", views.FlashOK, msg)
 }
 
 // fieldError turns a settings validation error into a sentence for the

@@ -303,6 +303,21 @@ func (s *Server) redirectWithFlash(w http.ResponseWriter, r *http.Request, targe
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
+// redirectKeepingLogin is redirectWithFlash for the request that changed
+// the admin token: this browser's login moves to the new token, so the
+// one who changed it stays signed in while every other login ends.
+func (s *Server) redirectKeepingLogin(w http.ResponseWriter, r *http.Request, target string, kind views.FlashKind, text string) {
+	cs := s.loadSession(r)
+	if cs.Stage == stageAdmin {
+		if id, err := s.settings.AdminTokenID(r.Context()); err == nil {
+			cs.Token = id
+		}
+		cs.Flash = &flashNote{Kind: kind, Text: text}
+		s.saveSession(w, r, cs)
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
 // safeNext returns p if it is a console address of this site to return to
 // after signing in, and "" otherwise, so the sign-in page cannot be used
 // to send someone to another site.

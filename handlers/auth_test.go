@@ -412,3 +412,79 @@ func TestRenderPayload(t *testing.T) {
 		t.Errorf("text: %s %q", kind, text)
 	}
 }
+
+// TestTokenChangeEndsLogins: a new admin token ends the logins made with
+// the old one, except the browser that changed it in the console; the old
+// token, recognised cheaply before, no longer opens /metrics.
+func TestTokenChangeEndsLogins(t *testing.T) {
+	s, srv, c := consoleServer(t, false)
+	secret := signIn(t, srv, c)
+	jar, _ := cookiejar.New(nil)
+	other := &http.Client{Transport: srv.Client().Transport, Jar: jar, CheckRedirect: c.CheckRedirect}
+	resp, _ := postForm(t, other, srv.URL+"/admin/login", url.Values{"token": {testToken}}, nil)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("other browser, token: %d", resp.StatusCode)
+	}
+	code, _ := totp.GenerateCode(secret, time.Now().Add(totpPeriod))
+	if resp, _ := postForm(t, other, srv.URL+"/admin/login", url.Values{"code": {code}}, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("other browser, code: %d", resp.StatusCode)
+	}
+	msrv := httptest.NewServer(s.adminOrBearer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "metrics") })))
+	defer msrv.Close()
+	bearer := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, msrv.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := bearer(testToken); st != http.StatusOK {
+		t.Fatalf("bearer: %d", st)
+	}
+
+	const newToken = "a-brand-new-admin-token-42"
+	resp, _ = postForm(t, c, srv.URL+"/admin/credentials", url.Values{settings.AdminToken: {newToken}}, http.Header{"Sec-Fetch-Site": {"same-origin"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("save the new token: %d", resp.StatusCode)
+	}
+	if resp, page := getPage(t, c, srv.URL+"/admin/credentials"); resp.StatusCode != http.StatusOK || !strings.Contains(page, "Other browsers are signed out") {
+		t.Errorf("the browser that changed the token: %d", resp.StatusCode)
+	}
+	if resp, _ := getPage(t, other, srv.URL+"/admin"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("another browser after the change: %d, want 303 to sign in", resp.StatusCode)
+	}
+	if st := bearer(testToken); st != http.StatusUnauthorized {
+		t.Errorf("the old bearer token: %d", st)
+	}
+	if st := bearer(newToken); st != http.StatusOK {
+		t.Errorf("the new bearer token: %d", st)
+	}
+
+	// A change made elsewhere (the CLI) ends this browser's login too.
+	if err := s.settings.Set(context.Background(), []settings.Pair{{Name: settings.AdminToken, Value: testToken}}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := getPage(t, c, srv.URL+"/admin"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("after a change by another process: %d, want 303", resp.StatusCode)
+	}
+}
+
+// TestSecureByPublicURL: with app.public_url on https the cookie is Secure
+// and HSTS is sent, though the request itself came over plain HTTP.
+func TestSecureByPublicURL(t *testing.T) {
+	s, srv, c := consoleServer(t, false)
+	if err := s.settings.Set(context.Background(), []settings.Pair{{Name: settings.AppPublicURL, Value: "https://bridge.example.com"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.siteCfg.Store(nil) // read the settings again now
+	resp, _ := postForm(t, c, srv.URL+"/admin/login", url.Values{"token": {testToken}}, nil)
+	if ck := sessionCookieOf(t, resp); !ck.Secure {
+		t.Error("cookie not Secure")
+	}
+	if resp.Header.Get("Strict-Transport-Security") == "" {
+		t.Error("no HSTS")
+	}
+}
