@@ -56,6 +56,12 @@ type Options struct {
 	OAuthURL Getter
 	// Grants loads and saves the OAuth grant. Required.
 	Grants GrantStore
+	// PortalURL returns the configured portal address
+	// (bitrix.portal_url). When it gives one, every REST call with the
+	// grant goes to that portal's /rest/, and a grant installed on another
+	// host is not used (ErrReinstall). Nil or "" uses the grant's own
+	// endpoint.
+	PortalURL Getter
 	// WebhookURL optionally returns an inbound webhook URL
 	// (https://portal/rest/{user}/{code}/). When it returns a non-empty
 	// value, crm.* and im.message.add go through the webhook, for example
@@ -99,6 +105,7 @@ type Client struct {
 	clientSecret Getter
 	webhookURL   Getter
 	oauthURL     Getter
+	portalURL    Getter
 	store        GrantStore
 	limiter      *Limiter
 	httpc        *http.Client
@@ -131,6 +138,7 @@ func New(opts Options) *Client {
 		clientSecret: opts.ClientSecret,
 		webhookURL:   opts.WebhookURL,
 		oauthURL:     opts.OAuthURL,
+		portalURL:    opts.PortalURL,
 		store:        opts.Grants,
 		limiter:      opts.Limiter,
 		httpc:        opts.HTTPClient,
@@ -232,7 +240,11 @@ func (c *Client) call(ctx context.Context, method string, params any, result any
 		if err != nil {
 			return err
 		}
-		err = c.send(ctx, method, g.ClientEndpoint+method, body, g.AccessToken, result)
+		ep, err := c.endpoint(ctx, g)
+		if err != nil {
+			return err
+		}
+		err = c.send(ctx, method, ep+method, body, g.AccessToken, result)
 		var ae *APIError
 		if !errors.As(err, &ae) || !ae.authFailed() {
 			return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -621,4 +622,63 @@ func TestErrorFixturesDecode(t *testing.T) {
 			t.Fatal("expired_token fixture did not trigger a refresh")
 		}
 	})
+}
+
+// TestCallsGoToTheConfiguredPortal: with PortalURL set, calls go to that
+// portal whatever endpoint the stored grant names, and a grant installed on
+// another portal is neither sent there nor reported ok.
+func TestCallsGoToTheConfiguredPortal(t *testing.T) {
+	other := bitrixtest.New(t, bitrixtest.Options{})
+	portalURL := ""
+	e := newEnv(t, bitrixtest.Options{}, func(o *bitrix.Options) {
+		o.PortalURL = func(context.Context) (string, error) { return portalURL, nil }
+	})
+	e.portal.ActivateLine("wabridge", 7)
+	ctx := ctxT(t)
+	portalURL = e.portal.URL + "/some/path"
+	if _, err := e.client.Status(ctx, "wabridge", 7); err != nil {
+		t.Fatal(err)
+	}
+	if e.portal.Calls("imconnector.status") != 1 {
+		t.Fatal("the call did not reach the configured portal")
+	}
+	// The admin points the bridge at another portal: the old grant's
+	// tokens must not go there, and the state says re-install.
+	portalURL = other.URL
+	_, err := e.client.Status(ctx, "wabridge", 7)
+	if !errors.Is(err, bitrix.ErrReinstall) {
+		t.Fatalf("err = %v, want ErrReinstall", err)
+	}
+	if other.HTTPRequests() != 0 {
+		t.Fatal("the grant of one portal was sent to another")
+	}
+	if st := e.client.GrantState(); st != bitrix.GrantInvalidGrant {
+		t.Fatalf("state = %q, want invalid_grant for a grant of another portal", st)
+	}
+	portalURL = e.portal.URL
+	if st := e.client.GrantState(); st != bitrix.GrantOK {
+		t.Fatalf("state = %q, want ok again", st)
+	}
+}
+
+// TestRefreshKeepsThePortal: the OAuth server's answer does not move the
+// grant to another endpoint.
+func TestRefreshKeepsThePortal(t *testing.T) {
+	body := `{"access_token":"new","refresh_token":"new-refresh","expires_in":3600,"client_endpoint":"https://evil.example/rest/","server_endpoint":"https://evil.example/oauth/","member_id":"m"}`
+	oauth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, body)
+	}))
+	defer oauth.Close()
+	st := &memStore{has: true, g: bitrix.Grant{AccessToken: "old", RefreshToken: "old-refresh", MemberID: "m",
+		ClientEndpoint: "https://example.bitrix24.com/rest/", ServerEndpoint: "https://oauth.bitrix.info/rest/"}}
+	c := bitrix.New(bitrix.Options{Grants: st, OAuthURL: bitrix.Static(oauth.URL + "/oauth/token/"), ClientID: bitrix.Static("id"), ClientSecret: bitrix.Static("sec")})
+	if err := c.Refresh(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := st.get()
+	if g.AccessToken != "new" || g.ClientEndpoint != "https://example.bitrix24.com/rest/" || g.Domain != "example.bitrix24.com" ||
+		g.ServerEndpoint != "https://oauth.bitrix.info/rest/" {
+		t.Fatalf("grant after refresh = %+v", g)
+	}
 }

@@ -427,6 +427,12 @@ func (p *fieldReader) messages(strict bool) *MessagesData {
 	return d
 }
 
+// MaxInstallTTL bounds the lifetime an install request may claim for its
+// access token. Bitrix24's tokens live an hour; a longer claim (an expiry in
+// the year 2100) would only keep the bridge from ever refreshing, and
+// refreshing early costs nothing.
+const MaxInstallTTL = time.Hour
+
 // ParseInstall reads the grant from an install request. It accepts both
 // shapes Bitrix uses: the install page POST of an application with a UI
 // (AUTH_ID, REFRESH_ID, AUTH_EXPIRES, member_id, SERVER_ENDPOINT,
@@ -434,10 +440,18 @@ func (p *fieldReader) messages(strict bool) *MessagesData {
 // ONAPPINSTALL callback of an API-only application (auth[...] in the body).
 // It returns the grant and the application_token, or an error wrapping
 // ErrInvalidInstall when a token, the member id or a valid portal address is
-// missing.
+// missing, or when the request names two different portals.
+//
+// Nothing in the result is trusted yet: the grant's ClientEndpoint is
+// always https://DOMAIN/rest/ (http only when the request says so) on the
+// one domain the request names, so that the caller can compare that domain
+// with the configured portal and check the token there. The expiry is
+// bounded by MaxInstallTTL; ServerEndpoint is kept for information only,
+// since refreshes go to the configured OAuth server.
 func ParseInstall(query, form url.Values) (Grant, string, error) {
 	now := time.Now()
 	var g Grant
+	scheme := "https"
 	switch {
 	case form.Get("AUTH_ID") != "":
 		g = Grant{
@@ -450,22 +464,11 @@ func ParseInstall(query, form url.Values) (Grant, string, error) {
 			ApplicationToken: form.Get("APPLICATION_TOKEN"),
 			Status:           first(form.Get("status"), query.Get("status")),
 		}
-		ttl := parseInt(form.Get("AUTH_EXPIRES"))
-		if ttl <= 0 || ttl > 86400 {
-			ttl = 3600
+		if ttl := parseInt(form.Get("AUTH_EXPIRES")); ttl > 0 {
+			g.Expires = now.Add(time.Duration(ttl) * time.Second)
 		}
-		g.Expires = now.Add(time.Duration(ttl) * time.Second)
-		if g.Domain != "" {
-			scheme := "https"
-			if first(query.Get("PROTOCOL"), form.Get("PROTOCOL")) == "0" {
-				scheme = "http"
-			}
-			g.ClientEndpoint = scheme + "://" + g.Domain + "/rest/"
-			// DOMAIN must be a bare host: a path or user part smuggled in
-			// would send the grant's tokens elsewhere.
-			if u, err := url.Parse(g.ClientEndpoint); err != nil || u.Host != g.Domain || u.Path != "/rest/" {
-				return Grant{}, "", fmt.Errorf("%w: DOMAIN is not a host name", ErrInvalidInstall)
-			}
+		if first(query.Get("PROTOCOL"), form.Get("PROTOCOL")) == "0" {
+			scheme = "http"
 		}
 	default:
 		f, err := ParseValues(form)
@@ -484,12 +487,42 @@ func ParseInstall(query, form url.Values) (Grant, string, error) {
 			return Grant{}, "", fmt.Errorf("%w: %w", ErrInvalidInstall, p.err)
 		}
 		g = a.Grant(now)
+		g.ClientEndpoint = ""
+		if a.ClientEndpoint != "" {
+			// client_endpoint may only restate the domain: an endpoint
+			// on another host would have the token checked, and the
+			// grant used, somewhere the portal never sent it.
+			u, err := url.Parse(a.ClientEndpoint)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+				u.Path != "/rest/" || u.RawQuery != "" || u.Fragment != "" {
+				return Grant{}, "", fmt.Errorf("%w: no valid client_endpoint", ErrInvalidInstall)
+			}
+			if g.Domain == "" {
+				g.Domain = u.Host
+			}
+			if !strings.EqualFold(u.Host, g.Domain) {
+				return Grant{}, "", fmt.Errorf("%w: client_endpoint is not on the portal's domain", ErrInvalidInstall)
+			}
+			scheme = u.Scheme
+		}
 	}
 	if g.AccessToken == "" || g.RefreshToken == "" {
 		return Grant{}, "", fmt.Errorf("%w: access or refresh token missing", ErrInvalidInstall)
 	}
 	if g.MemberID == "" {
 		return Grant{}, "", fmt.Errorf("%w: member_id missing", ErrInvalidInstall)
+	}
+	if g.Domain == "" {
+		return Grant{}, "", fmt.Errorf("%w: no portal domain", ErrInvalidInstall)
+	}
+	// The domain must be a bare host: a path or user part smuggled in
+	// would send the grant's tokens elsewhere.
+	g.ClientEndpoint = scheme + "://" + g.Domain + "/rest/"
+	if u, err := url.Parse(g.ClientEndpoint); err != nil || u.Host != g.Domain || u.Path != "/rest/" || !validHost(u.Hostname()) {
+		return Grant{}, "", fmt.Errorf("%w: DOMAIN is not a host name", ErrInvalidInstall)
+	}
+	if g.Expires.IsZero() || g.Expires.After(now.Add(MaxInstallTTL)) {
+		g.Expires = now.Add(MaxInstallTTL)
 	}
 	g, err := normalizeGrant(g)
 	if err != nil {

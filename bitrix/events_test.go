@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -245,6 +246,34 @@ func TestParseInstallFixtures(t *testing.T) {
 	})
 }
 
+// TestParseInstallBoundsExpiry: an install claiming a token that lives
+// for decades gets at most MaxInstallTTL, in both shapes, and the grant's
+// endpoint is the domain's whatever server_endpoint says.
+func TestParseInstallBoundsExpiry(t *testing.T) {
+	before := time.Now()
+	far := strconv.FormatInt(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).Unix(), 10)
+	shapes := map[string][2]url.Values{
+		"event": {url.Values{}, url.Values{"auth[access_token]": {"a"}, "auth[refresh_token]": {"r"}, "auth[member_id]": {"m"},
+			"auth[domain]": {"example.bitrix24.com"}, "auth[expires]": {far}, "auth[server_endpoint]": {"https://evil.example/rest/"}}},
+		"install page": {url.Values{"DOMAIN": {"example.bitrix24.com"}, "PROTOCOL": {"1"}},
+			url.Values{"AUTH_ID": {"a"}, "REFRESH_ID": {"r"}, "member_id": {"m"}, "AUTH_EXPIRES": {"999999999"}}},
+	}
+	for name, sh := range shapes {
+		t.Run(name, func(t *testing.T) {
+			g, _, err := bitrix.ParseInstall(sh[0], sh[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.Expires.After(time.Now().Add(bitrix.MaxInstallTTL)) || g.Expires.Before(before) {
+				t.Fatalf("expires %v, want within %v", g.Expires, bitrix.MaxInstallTTL)
+			}
+			if g.ClientEndpoint != "https://example.bitrix24.com/rest/" || g.Domain != "example.bitrix24.com" {
+				t.Fatalf("endpoint %q domain %q", g.ClientEndpoint, g.Domain)
+			}
+		})
+	}
+}
+
 func TestParseInstallRejects(t *testing.T) {
 	good := formFile(t, "bitrix_install_post.form")
 	q := url.Values{"DOMAIN": {"example.bitrix24.com"}, "PROTOCOL": {"1"}}
@@ -273,6 +302,10 @@ func TestParseInstallRejects(t *testing.T) {
 		{"domain with user info", url.Values{"DOMAIN": {"example.bitrix24.com@evil.example"}}, good},
 		{"other event", url.Values{}, url.Values{"event": {"ONIMCONNECTORMESSAGEADD"}, "auth[access_token]": {"a"}, "auth[refresh_token]": {"r"}, "auth[member_id]": {"m"}, "auth[domain]": {"x.example"}}},
 		{"bad client endpoint", url.Values{}, url.Values{"event": {"ONAPPINSTALL"}, "auth[access_token]": {"a"}, "auth[refresh_token]": {"r"}, "auth[member_id]": {"m"}, "auth[client_endpoint]": {"javascript:alert(1)"}}},
+		{"client endpoint on another host than the domain", url.Values{}, url.Values{"auth[access_token]": {"a"}, "auth[refresh_token]": {"r"}, "auth[member_id]": {"m"},
+			"auth[domain]": {"example.bitrix24.com"}, "auth[client_endpoint]": {"https://evil.example/rest/"}}},
+		{"client endpoint with another path", url.Values{}, url.Values{"auth[access_token]": {"a"}, "auth[refresh_token]": {"r"}, "auth[member_id]": {"m"},
+			"auth[domain]": {"example.bitrix24.com"}, "auth[client_endpoint]": {"https://example.bitrix24.com/rest/1/hook/"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -342,24 +375,26 @@ func TestInstallEndToEnd(t *testing.T) {
 
 func TestTokenGate(t *testing.T) {
 	const tok, member = "831c76b092f9f135d9b6b36c3a720757", "bac1cd5c8940947a75e0d71b1a84e348"
+	const access = "user-access-token"
 	tests := []struct {
-		name          string
-		gate          bitrix.TokenGate
-		token, member string
-		want          bitrix.GateDecision
+		name                  string
+		gate                  bitrix.TokenGate
+		token, member, access string
+		want                  bitrix.GateDecision
 	}{
-		{"match", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, tok, member, bitrix.GateAccept},
-		{"mismatch", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, "x" + tok[1:], member, bitrix.GateReject},
-		{"empty token", bitrix.TokenGate{Expected: tok}, "", member, bitrix.GateReject},
-		{"bootstrap from the installed portal", bitrix.TokenGate{GrantMemberID: member}, tok, member, bitrix.GateBootstrap},
-		{"bootstrap refused for another portal", bitrix.TokenGate{GrantMemberID: member}, tok, "other", bitrix.GateReject},
-		{"bootstrap refused without a grant", bitrix.TokenGate{}, tok, "", bitrix.GateReject},
-		{"bootstrap refused without a token", bitrix.TokenGate{GrantMemberID: member}, "", member, bitrix.GateReject},
-		{"stored token wins over member id", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, "other", member, bitrix.GateReject},
+		{"match", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, tok, member, access, bitrix.GateAccept},
+		{"mismatch", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, "x" + tok[1:], member, access, bitrix.GateReject},
+		{"empty token", bitrix.TokenGate{Expected: tok}, "", member, access, bitrix.GateReject},
+		{"bootstrap candidate from the installed portal", bitrix.TokenGate{GrantMemberID: member}, tok, member, access, bitrix.GateBootstrap},
+		{"bootstrap refused for another portal", bitrix.TokenGate{GrantMemberID: member}, tok, "other", access, bitrix.GateReject},
+		{"bootstrap refused without a grant", bitrix.TokenGate{}, tok, "", access, bitrix.GateReject},
+		{"bootstrap refused without a token", bitrix.TokenGate{GrantMemberID: member}, "", member, access, bitrix.GateReject},
+		{"bootstrap refused without an access token to verify", bitrix.TokenGate{GrantMemberID: member}, tok, member, "", bitrix.GateReject},
+		{"stored token wins over member id", bitrix.TokenGate{Expected: tok, GrantMemberID: member}, "other", member, access, bitrix.GateReject},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.gate.Decide(tt.token, tt.member); got != tt.want {
+			if got := tt.gate.Decide(tt.token, tt.member, tt.access); got != tt.want {
 				t.Fatalf("Decide = %v, want %v", got, tt.want)
 			}
 		})

@@ -10,8 +10,11 @@ const (
 	GateReject GateDecision = iota
 	// GateAccept: the token matches the stored one.
 	GateAccept
-	// GateBootstrap: no token is stored yet and the event comes from the
-	// installed portal; accept it and store its token as the expected one.
+	// GateBootstrap: no token is stored yet and the event names the
+	// installed portal. It is only a candidate: the caller must have the
+	// configured portal confirm the event's auth[access_token] (app.info,
+	// and the application's code) before it accepts the event and stores
+	// its application_token; otherwise it rejects it.
 	GateBootstrap
 )
 
@@ -27,11 +30,11 @@ func (d GateDecision) String() string {
 }
 
 // TokenGate decides whether an event really comes from the installed
-// application by its auth[application_token]. It holds no state and does no
-// storage: the caller passes what it has stored and stores the token itself
-// on GateBootstrap.
+// application by its auth[application_token]. It holds no state, does no
+// storage and calls nobody: the caller passes what it has stored, verifies
+// a GateBootstrap candidate with the portal and stores the token itself.
 type TokenGate struct {
-	// Expected is the stored application_token; empty until bootstrapped.
+	// Expected is the stored application_token; empty until learned.
 	Expected string
 	// GrantMemberID is the member_id of the installed grant; empty when the
 	// application is not installed.
@@ -47,21 +50,20 @@ func (TokenGate) Check(expected, got string) bool {
 	return subtle.ConstantTimeCompare([]byte(expected), []byte(got)) == 1
 }
 
-// Decide applies the gate to an event's application token and member id.
-// With a token stored, only that token is accepted. Without one, the first
-// event whose member_id matches the installed grant's member_id (and that
-// carries a token) is accepted and supplies the token: the install POST of
-// a UI application carries the token, but the ONAPPINSTALL callback can
-// arrive late or not at all, and the member_id is the only other proof of
-// origin the bridge holds.
-func (g TokenGate) Decide(gotToken, gotMemberID string) GateDecision {
+// Decide applies the gate to an event's application token, member id and
+// access token. With a token stored, only that token is accepted. Without
+// one, an event whose member_id matches the installed grant's and that
+// carries both an application token and an access token is a GateBootstrap
+// candidate. The member_id is no secret, so it only narrows the candidates:
+// the access token, checked with the portal, is the proof.
+func (g TokenGate) Decide(gotToken, gotMemberID, accessToken string) GateDecision {
 	if g.Expected != "" {
 		if g.Check(g.Expected, gotToken) {
 			return GateAccept
 		}
 		return GateReject
 	}
-	if gotToken != "" && g.Check(g.GrantMemberID, gotMemberID) {
+	if gotToken != "" && accessToken != "" && g.Check(g.GrantMemberID, gotMemberID) {
 		return GateBootstrap
 	}
 	return GateReject
@@ -69,5 +71,5 @@ func (g TokenGate) Decide(gotToken, gotMemberID string) GateDecision {
 
 // DecideEvent applies Decide to an event's auth block.
 func (g TokenGate) DecideEvent(a EventAuth) GateDecision {
-	return g.Decide(a.ApplicationToken, a.MemberID)
+	return g.Decide(a.ApplicationToken, a.MemberID, a.AccessToken)
 }

@@ -353,3 +353,18 @@ func (c *Client) AppInfoAs(ctx context.Context, clientEndpoint, accessToken stri
 	}
 	return info, nil
 }
+
+// IsAdminAs calls user.admin on clientEndpoint with a user's access token
+// (the AUTH_ID of a placement or install POST) and reports whether that
+// user is an administrator of the portal: in the cloud, a user who may
+// change the portal's settings.
+func (c *Client) IsAdminAs(ctx context.Context, clientEndpoint, accessToken string) (bool, error) {
+	var admin flexBool
+	if !strings.HasSuffix(clientEndpoint, "/") {
+		clientEndpoint += "/"
+	}
+	if err := c.send(ctx, "user.admin", clientEndpoint+"user.admin", []byte("{}"), accessToken, &admin); err != nil {
+		return false, fmt.Errorf("bitrix: user.admin: %w", err)
+	}
+	return bool(admin), nil
+}

@@ -624,3 +624,19 @@ func TestAppInfo(t *testing.T) {
 		t.Fatal("a forged token was accepted")
 	}
 }
+
+func TestIsAdminAs(t *testing.T) {
+	e := newEnv(t, bitrixtest.Options{}, nil)
+	ctx := ctxT(t)
+	admin, user := e.portal.EventAuth(1), e.portal.EventAuth(27)
+	e.portal.DenyAdmin(user.AccessToken)
+	if ok, err := e.client.IsAdminAs(ctx, e.portal.RESTURL(), admin.AccessToken); err != nil || !ok {
+		t.Fatalf("administrator: %v, %v", ok, err)
+	}
+	if ok, err := e.client.IsAdminAs(ctx, e.portal.RESTURL(), user.AccessToken); err != nil || ok {
+		t.Fatalf("plain user: %v, %v", ok, err)
+	}
+	if _, err := e.client.IsAdminAs(ctx, e.portal.RESTURL(), "forged-token"); err == nil {
+		t.Fatal("a forged token was answered")
+	}
+}

@@ -38,6 +38,18 @@ func (c *Client) GrantState() string {
 	if state == "" {
 		return GrantMissing
 	}
+	if state == GrantOK || state == GrantRefreshing {
+		// A grant of another portal than the configured one cannot be
+		// used (see endpoint): say so rather than "ok".
+		c.mu.Lock()
+		g := c.grant
+		c.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := c.endpoint(ctx, g); errors.Is(err, errOtherPortal) {
+			return GrantInvalidGrant
+		}
+	}
 	return state
 }
 
@@ -345,14 +357,10 @@ func (c *Client) requestToken(ctx context.Context, g Grant) (Grant, error) {
 	default:
 		ng.Expires = time.Time{}
 	}
-	// The answer's "domain" is the OAuth server's, not the portal's: the
-	// portal is client_endpoint.
-	if ep, host, ok := endpointHost(tr.ClientEndpoint); ok {
-		ng.ClientEndpoint, ng.Domain = ep, host
-	}
-	if tr.ServerEndpoint != "" {
-		ng.ServerEndpoint = tr.ServerEndpoint
-	}
+	// The grant stays on the portal it was installed for: the answer's
+	// client_endpoint and server_endpoint do not move it (its "domain" is
+	// the OAuth server's anyway). Where REST calls go is decided by
+	// bitrix.portal_url, and refreshes by bitrix.oauth_url.
 	if tr.Scope != "" {
 		ng.Scope = tr.Scope
 	}
@@ -371,7 +379,7 @@ func (c *Client) requestToken(ctx context.Context, g Grant) (Grant, error) {
 }
 
 // normalizeGrant fills ClientEndpoint from Domain (or the reverse) and
-// checks that the endpoint is a usable http(s) URL.
+// checks that the endpoint is a usable http(s) URL on the grant's domain.
 func normalizeGrant(g Grant) (Grant, error) {
 	if g.ClientEndpoint == "" && g.Domain != "" {
 		g.ClientEndpoint = "https://" + g.Domain + "/rest/"
@@ -384,7 +392,51 @@ func normalizeGrant(g Grant) (Grant, error) {
 	if g.Domain == "" {
 		g.Domain = host
 	}
+	if !strings.EqualFold(g.Domain, host) {
+		return Grant{}, fmt.Errorf("%w: client_endpoint is not on the portal's domain", ErrInvalidInstall)
+	}
 	return g, nil
+}
+
+// PortalREST returns the REST base (scheme://host/rest/) of a portal
+// address such as bitrix.portal_url, and its host. Only the scheme and the
+// host of the address count: whatever path it has, REST is under /rest/.
+func PortalREST(portalURL string) (endpoint, host string, err error) {
+	u, err := url.Parse(strings.TrimSpace(portalURL))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || !validHost(u.Hostname()) {
+		return "", "", fmt.Errorf("bitrix: portal address %q is not an http(s) URL of a host", portalURL)
+	}
+	return u.Scheme + "://" + u.Host + "/rest/", u.Host, nil
+}
+
+// errOtherPortal is returned, wrapped in ErrReinstall, when the stored grant
+// belongs to another portal than bitrix.portal_url: its tokens are not sent
+// to the configured portal, nor the configured portal's calls to the old
+// one. Installing the application on the configured portal fixes it.
+var errOtherPortal = errors.New("the stored grant was installed on another portal than bitrix.portal_url")
+
+// endpoint returns the REST base to call with grant g: the configured
+// portal's, or g's own when no portal is configured. A grant of another
+// portal is refused.
+func (c *Client) endpoint(ctx context.Context, g Grant) (string, error) {
+	if c.portalURL == nil {
+		return g.ClientEndpoint, nil
+	}
+	configured, err := c.portalURL(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read portal address: %w", err)
+	}
+	if strings.TrimSpace(configured) == "" {
+		return g.ClientEndpoint, nil
+	}
+	ep, host, err := PortalREST(configured)
+	if err != nil {
+		return "", err
+	}
+	if !strings.EqualFold(host, g.Domain) {
+		return "", fmt.Errorf("%w: %w", ErrReinstall, errOtherPortal)
+	}
+	return ep, nil
 }
 
 // endpointHost validates a portal REST base URL and returns it with a

@@ -72,6 +72,7 @@ func newBitrix(ctx context.Context, s *settings.Store, log *slog.Logger, observe
 		ClientID:     setting(s, settings.BitrixClientID),
 		ClientSecret: setting(s, settings.BitrixClientSecret),
 		OAuthURL:     setting(s, settings.BitrixOAuthURL),
+		PortalURL:    setting(s, settings.BitrixPortalURL),
 		WebhookURL:   setting(s, settings.BitrixWebhookURL),
 		Grants:       grantStore{s},
 		RatePerSec:   rate,

@@ -197,6 +197,8 @@ type Portal struct {
 	failures     map[string][]Failure
 	itemFailures map[string]string
 	denyNotes    string
+	token        string          // access token of the request being executed
+	nonAdmins    map[string]bool // access tokens whose user is no administrator
 	denyChat     string
 	files        map[string]portalFile // by short code
 	fileGets     int
@@ -261,6 +263,7 @@ func New(t testing.TB, opts Options) *Portal {
 		leadsByTel:   map[string][]int64{},
 		openLines:    map[int64]map[string]any{},
 		files:        map[string]portalFile{},
+		nonAdmins:    map[string]bool{},
 		nextID:       1000,
 	}
 	p.levelAt = opts.Clock.Now()
@@ -397,6 +400,15 @@ func (p *Portal) RevokeRefreshTokens() {
 func (p *Portal) Uninstall() {
 	p.RevokeAccessTokens()
 	p.RevokeRefreshTokens()
+}
+
+// DenyAdmin makes the user of an access token (one of EventAuth, Grant or
+// InstallParams) no administrator of the portal: user.admin answers false
+// for it. Every other token's user is an administrator.
+func (p *Portal) DenyAdmin(accessToken string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nonAdmins[accessToken] = true
 }
 
 // FailNextRefresh makes the next n token refreshes fail with f.
@@ -854,8 +866,9 @@ func (p *Portal) serveREST(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errArg("cannot decode request: "+err.Error()))
 		return
 	}
+	token := ""
 	if !webhook {
-		token := str(params["auth"])
+		token = str(params["auth"])
 		if token == "" {
 			token = r.URL.Query().Get("auth")
 		}
@@ -876,6 +889,7 @@ func (p *Portal) serveREST(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.token = token
 	result, failure, e := p.exec(method, params, webhook, isJSON, false, order)
 	switch {
 	case failure != nil:
@@ -995,6 +1009,7 @@ func init() {
 		"im.message.add":                   (*Portal).imMessageAdd,
 		"imopenlines.config.get":           (*Portal).configGet,
 		"app.info":                         (*Portal).appInfo,
+		"user.admin":                       (*Portal).userAdmin,
 	}
 }
 
@@ -1644,4 +1659,14 @@ func (p *Portal) appInfo(c *callCtx) (any, *apiErr) {
 	}
 	return map[string]any{"ID": 7, "CODE": p.opts.ClientID, "VERSION": 1, "STATUS": "L", "INSTALLED": true,
 		"PAYMENT_EXPIRED": "N", "DAYS": nil, "LANGUAGE_ID": "en", "LICENSE": "en_pro100", "LICENSE_TYPE": "pro100", "LICENSE_FAMILY": "pro"}, nil
+}
+
+// userAdmin answers user.admin: whether the token's user administers the
+// portal. Through an inbound webhook the user is the webhook's, user 1, an
+// administrator.
+func (p *Portal) userAdmin(c *callCtx) (any, *apiErr) {
+	if c.webhook {
+		return true, nil
+	}
+	return !p.nonAdmins[p.token], nil
 }
