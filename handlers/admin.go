@@ -72,6 +72,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 
 	mux.Handle("GET /admin/credentials", guard(s.credentialsPage))
 	mux.Handle("POST /admin/credentials", guard(s.credentialsSave))
+	mux.Handle("POST /admin/credentials/reinstall", guard(s.credentialsReinstall))
 
 	mux.Handle("GET /admin/audit", guard(s.auditPage))
 	mux.Handle("GET /admin/audit/{id}", guard(s.auditDetail))

@@ -2,10 +2,12 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"wabridge/model"
 	"wabridge/settings"
@@ -109,7 +111,95 @@ func (s *Server) credentialsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, r, http.StatusOK, views.Credentials(views.CredentialsProps{
 		Console: s.console(r, "Settings", views.AdminCredentials), Groups: groups,
+		Reinstall: s.reinstallProps(ctx),
 	}))
+}
+
+// reinstallWindow is how long a re-install started in the console stays
+// open for an installation from another portal.
+const reinstallWindow = 30 * time.Minute
+
+// reinstallName is the internal value that records an open re-install
+// window.
+const reinstallName = "bitrix.reinstall"
+
+// reinstallRecord is the stored window.
+type reinstallRecord struct {
+	Started time.Time `json:"started"`
+	Until   time.Time `json:"until"`
+}
+
+// openReinstall returns the open re-install window, if any.
+func (s *Server) openReinstall(ctx context.Context) (reinstallRecord, bool) {
+	b, err := s.settings.GetSealed(ctx, reinstallName)
+	if err != nil {
+		if !errors.Is(err, model.ErrNotFound) {
+			s.log.Error("reading the re-install window failed", "err", err)
+		}
+		return reinstallRecord{}, false
+	}
+	var rec reinstallRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return reinstallRecord{}, false
+	}
+	return rec, time.Now().Before(rec.Until)
+}
+
+// reinstallOpen reports whether an installation may now come from another
+// portal (or replace the stored application token).
+func (s *Server) reinstallOpen(ctx context.Context) bool {
+	_, open := s.openReinstall(ctx)
+	return open
+}
+
+// closeReinstall ends the re-install window.
+func (s *Server) closeReinstall(ctx context.Context) error {
+	return s.settings.DeleteSealed(ctx, reinstallName)
+}
+
+// reinstallProps describes the window for the settings page.
+func (s *Server) reinstallProps(ctx context.Context) views.ReinstallProps {
+	p := views.ReinstallProps{Minutes: int(reinstallWindow / time.Minute)}
+	p.Portal, _ = s.settings.Get(ctx, settings.BitrixPortalURL)
+	if rec, open := s.openReinstall(ctx); open {
+		p.Open, p.Until = true, formatTime(rec.Until)
+	}
+	return p
+}
+
+// credentialsReinstall starts (or, with cancel=1, ends) the re-install
+// window: for reinstallWindow, one installation of the application may
+// come from another portal than bitrix.portal_url, which it then replaces,
+// and may replace the stored application token. The window is recorded
+// sealed in the database and logged.
+func (s *Server) credentialsReinstall(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "The form could not be read. Reload the page and try again.")
+		return
+	}
+	if r.PostForm.Get("cancel") != "" {
+		if err := s.closeReinstall(ctx); err != nil {
+			s.log.Error("console: re-install window not closed", "err", err, "request_id", RequestID(ctx))
+			s.redirectWithFlash(w, r, "/admin/credentials#reinstall", views.FlashError, "The re-install could not be cancelled. Try again; the server log has the details.")
+			return
+		}
+		s.log.Warn("console: re-install cancelled", "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
+		s.redirectWithFlash(w, r, "/admin/credentials#reinstall", views.FlashInfo, "Re-install cancelled: installations from another portal are refused again.")
+		return
+	}
+	now := time.Now().UTC()
+	rec := reinstallRecord{Started: now, Until: now.Add(reinstallWindow)}
+	b, _ := json.Marshal(rec)
+	if err := s.settings.SetSealed(ctx, reinstallName, b); err != nil {
+		s.log.Error("console: re-install not started", "err", err, "request_id", RequestID(ctx))
+		s.redirectWithFlash(w, r, "/admin/credentials#reinstall", views.FlashError, "The re-install could not be started. Try again; the server log has the details.")
+		return
+	}
+	s.log.Warn("console: re-install started: the next installation may come from another portal",
+		"until", rec.Until, "remote_addr", r.RemoteAddr, "request_id", RequestID(ctx))
+	s.redirectWithFlash(w, r, "/admin/credentials#reinstall", views.FlashOK,
+		"Re-install started: install the application in Bitrix24 before "+formatTime(rec.Until)+". The next installation replaces the portal, the grant and the event token.")
 }
 
 // credentialsSave writes the changed settings, all or none. A plain
@@ -182,6 +272,7 @@ func (s *Server) credentialsSave(w http.ResponseWriter, r *http.Request) {
 		}
 		s.render(w, r, http.StatusUnprocessableEntity, views.Credentials(views.CredentialsProps{
 			Console: s.console(r, "Settings", views.AdminCredentials), Groups: groups, Error: msg,
+			Reinstall: s.reinstallProps(ctx),
 		}))
 		return
 	}

@@ -27,6 +27,7 @@ type Portal interface {
 	ResetGrant()
 	GrantState() string
 	AppInfoAs(ctx context.Context, clientEndpoint, accessToken string) (bitrix.AppInfo, error)
+	IsAdminAs(ctx context.Context, clientEndpoint, accessToken string) (bool, error)
 	Activate(ctx context.Context, connector string, line int64, active bool) error
 	ConnectorDataSet(ctx context.Context, connector string, line int64, data bitrix.ConnectorData) error
 	Status(ctx context.Context, connector string, line int64) (bitrix.ConnectorStatus, error)
@@ -52,8 +53,13 @@ func portalFrame(w http.ResponseWriter, domain string) {
 
 // bitrixInstall stores the OAuth grant that Bitrix24 posts when the local
 // application is installed, in either shape (install page or ONAPPINSTALL
-// callback), after checking with the portal that its token is genuine and
-// belongs to this bridge's application. Re-installing replaces the grant.
+// callback), after checking with the portal that its token is genuine,
+// belongs to this bridge's application and to an administrator. Nothing in
+// the request says where the bridge calls: the portal is bitrix.portal_url
+// (or, before one is configured, the one domain the request names, which
+// then becomes bitrix.portal_url). Re-installing on the same portal
+// replaces the grant but not a stored application token; another portal is
+// refused unless an administrator started a re-install in the console.
 func (s *Server) bitrixInstall(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if r.Method == http.MethodGet && r.URL.RawQuery == "" {
@@ -67,26 +73,49 @@ func (s *Server) bitrixInstall(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusBadRequest, "The installation request could not be read.")
 		return
 	}
-	form := r.PostForm
-	if form.Get("event") != "" {
-		// ONAPPINSTALL comes as an event form with auth[...] keys.
-		if f, err := bitrix.ParseValues(form); err == nil {
-			if ev, err := bitrix.ParseEvent(f); err == nil && ev.AppInstall != nil {
-				form = installFromEvent(ev)
-			}
-		}
-	}
-	grant, appToken, err := bitrix.ParseInstall(r.URL.Query(), form)
+	grant, appToken, err := bitrix.ParseInstall(r.URL.Query(), r.PostForm)
 	if err != nil {
 		s.log.Warn("bitrix install refused", "reason", err.Error(), "request_id", RequestID(ctx))
+		s.auditBitrix(ctx, r, "rejected", http.StatusBadRequest, err.Error())
 		s.errorPage(w, r, http.StatusBadRequest, "This is not a Bitrix24 installation request. Install the application from inside your Bitrix24 portal.")
 		return
 	}
-	if status, msg := s.checkInstall(ctx, grant); status != 0 {
+	plan, status, msg := s.checkInstall(ctx, grant)
+	if status != 0 {
 		s.log.Warn("bitrix install refused", "reason", msg, "domain", grant.Domain, "request_id", RequestID(ctx))
 		s.auditBitrix(ctx, r, "rejected", status, msg)
 		s.errorPage(w, r, status, msg)
 		return
+	}
+	grant.ClientEndpoint, grant.Domain = plan.endpoint, plan.host
+	if plan.reinstall {
+		// The window is for one installation.
+		if err := s.closeReinstall(ctx); err != nil {
+			s.log.Error("closing the re-install window failed", "err", err, "request_id", RequestID(ctx))
+		}
+	}
+	pairs := []settings.Pair{}
+	if plan.portalURL != "" {
+		pairs = append(pairs, settings.Pair{Name: settings.BitrixPortalURL, Value: plan.portalURL})
+	}
+	stored, _ := s.settings.Get(ctx, settings.BitrixApplicationToken)
+	switch {
+	case plan.newToken && appToken == "" && stored != "":
+		// A re-install the admin started: the old token would refuse
+		// the new installation's events. The next verified event
+		// supplies the new one.
+		pairs = append(pairs, settings.Pair{Name: settings.BitrixApplicationToken, Value: ""})
+	case appToken != "" && (stored == "" || plan.newToken):
+		pairs = append(pairs, settings.Pair{Name: settings.BitrixApplicationToken, Value: appToken})
+	}
+	if len(pairs) > 0 {
+		// The portal address first: a grant never goes to a portal the
+		// settings do not name.
+		if err := s.settings.Set(ctx, pairs); err != nil {
+			s.log.Error("storing the portal address failed", "err", err, "request_id", RequestID(ctx))
+			s.errorPage(w, r, http.StatusInternalServerError, "The installation could not be saved. Try installing again.")
+			return
+		}
 	}
 	if err := s.portal.SetGrant(ctx, grant); err != nil {
 		s.log.Error("storing the bitrix grant failed", "err", err, "request_id", RequestID(ctx))
@@ -97,20 +126,8 @@ func (s *Server) bitrixInstall(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.inbound.ReleaseHeld(ctx, relay.ToBitrix); err != nil {
 		s.log.Error("releasing held messages failed", "err", err)
 	}
-	pairs := []settings.Pair{}
-	if cur, _ := s.settings.Get(ctx, settings.BitrixPortalURL); cur == "" {
-		pairs = append(pairs, settings.Pair{Name: settings.BitrixPortalURL, Value: portalURL(grant)})
-	}
-	if appToken != "" {
-		pairs = append(pairs, settings.Pair{Name: settings.BitrixApplicationToken, Value: appToken})
-	}
-	if len(pairs) > 0 {
-		if err := s.settings.Set(ctx, pairs); err != nil {
-			s.log.Error("storing the portal address failed", "err", err, "request_id", RequestID(ctx))
-		}
-	}
 	s.auditBitrix(ctx, r, "processed", http.StatusOK, "")
-	s.log.Info("bitrix application installed", "domain", grant.Domain, "member_id", grant.MemberID)
+	s.log.Info("bitrix application installed", "domain", grant.Domain, "member_id", grant.MemberID, "reinstall", plan.reinstall)
 
 	finish := ""
 	if r.PostForm.Get("AUTH_ID") != "" {
@@ -127,63 +144,102 @@ func (s *Server) bitrixInstall(w http.ResponseWriter, r *http.Request) {
 	}))
 }
 
-// installFromEvent turns an ONAPPINSTALL event into the install form shape
-// ParseInstall reads.
-func installFromEvent(ev *bitrix.Event) url.Values {
-	a := ev.Auth
-	v := url.Values{}
-	v.Set("AUTH_ID", a.AccessToken)
-	v.Set("REFRESH_ID", a.RefreshToken)
-	v.Set("member_id", a.MemberID)
-	v.Set("SERVER_ENDPOINT", a.ServerEndpoint)
-	v.Set("APPLICATION_TOKEN", a.ApplicationToken)
-	v.Set("APPLICATION_SCOPE", a.Scope)
-	v.Set("status", a.Status)
-	if a.ExpiresIn > 0 {
-		v.Set("AUTH_EXPIRES", strconv.FormatInt(a.ExpiresIn, 10))
-	}
-	if u, err := url.Parse(a.ClientEndpoint); err == nil && u.Host != "" {
-		v.Set("DOMAIN", u.Host)
-		if u.Scheme == "http" {
-			v.Set("PROTOCOL", "0")
-		} else {
-			v.Set("PROTOCOL", "1")
-		}
-	} else {
-		v.Set("DOMAIN", a.Domain)
-	}
-	return v
-}
-
-func portalURL(g bitrix.Grant) string {
-	u, err := url.Parse(g.ClientEndpoint)
-	if err != nil {
-		return "https://" + g.Domain
-	}
-	return u.Scheme + "://" + u.Host
+// installPlan is what checkInstall decided about an install request.
+type installPlan struct {
+	// endpoint and host are the portal the grant belongs to and is used
+	// with: bitrix.portal_url's, or the request's one domain.
+	endpoint, host string
+	// portalURL, when set, becomes bitrix.portal_url: the first install,
+	// or a move to another portal during a re-install.
+	portalURL string
+	// reinstall: a re-install window started in the console was open.
+	reinstall bool
+	// newToken: the installation may replace a stored application token,
+	// which belongs to another installation: during a re-install, or when
+	// the admin pointed bitrix.portal_url at another portal than the
+	// stored grant's.
+	newToken bool
 }
 
 // checkInstall decides whether an install POST may replace the grant. It
-// returns 0 when it may, or the status and the reason to show.
-func (s *Server) checkInstall(ctx context.Context, g bitrix.Grant) (int, string) {
-	if configured, _ := s.settings.Get(ctx, settings.BitrixPortalURL); configured != "" {
-		if u, err := url.Parse(configured); err == nil && !strings.EqualFold(u.Host, g.Domain) {
-			return http.StatusForbidden, fmt.Sprintf("This bridge is set up for the portal %s, but the installation came from %s. Change bitrix.portal_url first if you are moving to another portal.", u.Host, g.Domain)
+// returns the plan, or the status and the reason to show.
+func (s *Server) checkInstall(ctx context.Context, g bitrix.Grant) (installPlan, int, string) {
+	var plan installPlan
+	plan.reinstall = s.reinstallOpen(ctx)
+	configured, _ := s.settings.Get(ctx, settings.BitrixPortalURL)
+	if configured != "" {
+		ep, host, err := bitrix.PortalREST(configured)
+		if err != nil {
+			return plan, http.StatusInternalServerError, "bitrix.portal_url is not a valid address. Correct it under Settings, then install again."
 		}
-	} else if old, err := s.grants.Load(ctx); err == nil && old.MemberID != "" && old.MemberID != g.MemberID {
-		return http.StatusForbidden, "This bridge is already installed on another portal. Set bitrix.portal_url to the new portal first if you are moving."
+		switch {
+		case strings.EqualFold(host, g.Domain):
+			plan.endpoint, plan.host = ep, host
+		case !plan.reinstall:
+			return plan, http.StatusForbidden, fmt.Sprintf("This bridge is set up for the portal %s, but the installation came from %s. If you are moving to another portal, press \"Start re-install\" under Settings in the console, then install again within %d minutes.", host, g.Domain, int(reinstallWindow/time.Minute))
+		}
 	}
-	if !loopbackOrHTTPS(g.ClientEndpoint) {
-		return http.StatusBadRequest, "The portal must be reached over HTTPS."
+	old, err := s.grants.Load(ctx)
+	hasOld := err == nil && old.MemberID != ""
+	// The portal's member id does not change: another one for the same
+	// portal (or, before a portal is configured, any other one) is
+	// someone else's installation.
+	if hasOld && old.MemberID != g.MemberID && !plan.reinstall && (configured == "" || strings.EqualFold(old.Domain, plan.host)) {
+		return plan, http.StatusForbidden, fmt.Sprintf("This bridge is already installed on another portal. If you are moving, press \"Start re-install\" under Settings in the console, then install again within %d minutes.", int(reinstallWindow/time.Minute))
 	}
-	info, err := s.portal.AppInfoAs(ctx, g.ClientEndpoint, g.AccessToken)
+	if plan.endpoint == "" {
+		// No portal configured yet, or a move the admin started: the one
+		// domain the request names, which ParseInstall made the
+		// endpoint's host, becomes the portal.
+		if !loopbackOrHTTPS(g.ClientEndpoint) {
+			return plan, http.StatusBadRequest, "The portal must be reached over HTTPS."
+		}
+		plan.endpoint, plan.host = g.ClientEndpoint, g.Domain
+		plan.portalURL = strings.TrimSuffix(g.ClientEndpoint, "/rest/")
+	}
+	plan.newToken = plan.reinstall || (hasOld && !strings.EqualFold(old.Domain, plan.host))
+	info, err := s.portal.AppInfoAs(ctx, plan.endpoint, g.AccessToken)
 	if err != nil {
-		return http.StatusForbidden, "The portal did not confirm this installation's token. Install the application again from inside Bitrix24."
+		return plan, http.StatusForbidden, "The portal did not confirm this installation's token. Install the application again from inside Bitrix24."
 	}
 	if id, _ := s.settings.Get(ctx, settings.BitrixClientID); id != "" && info.Code != id {
-		return http.StatusForbidden, fmt.Sprintf("The token belongs to the application %q, not to %q (bitrix.client_id). Check the client id, or install the right application.", info.Code, id)
+		return plan, http.StatusForbidden, fmt.Sprintf("The token belongs to the application %q, not to %q (bitrix.client_id). Check the client id, or install the right application.", info.Code, id)
 	}
-	return 0, ""
+	// Installing is an administrator's act; a user's token of the
+	// application (any employee can get one) must not replace the grant.
+	if admin, err := s.portal.IsAdminAs(ctx, plan.endpoint, g.AccessToken); err != nil || !admin {
+		return plan, http.StatusForbidden, "Only a Bitrix24 administrator can install the application. Ask an administrator to install it from inside Bitrix24."
+	}
+	return plan, 0, ""
+}
+
+// portalREST returns the REST base the bridge calls for the portal: from
+// bitrix.portal_url, or, while none is configured, the installed grant's
+// (which an install derived from its one verified domain).
+func (s *Server) portalREST(ctx context.Context, g bitrix.Grant) (string, bool) {
+	if configured, _ := s.settings.Get(ctx, settings.BitrixPortalURL); configured != "" {
+		ep, _, err := bitrix.PortalREST(configured)
+		return ep, err == nil
+	}
+	return g.ClientEndpoint, g.ClientEndpoint != ""
+}
+
+// confirmAppToken asks the configured portal whether accessToken belongs
+// to this bridge's application (app.info, and its code when bitrix.client_id
+// is set). It returns "" when it does, or the reason it is not trusted.
+func (s *Server) confirmAppToken(ctx context.Context, g bitrix.Grant, accessToken string) string {
+	ep, ok := s.portalREST(ctx, g)
+	if !ok {
+		return "bitrix.portal_url is not a valid address"
+	}
+	info, err := s.portal.AppInfoAs(ctx, ep, accessToken)
+	if err != nil {
+		return "the portal did not confirm the event's access token"
+	}
+	if id, _ := s.settings.Get(ctx, settings.BitrixClientID); id != "" && info.Code != id {
+		return "the event's access token belongs to another application"
+	}
+	return ""
 }
 
 // loopbackOrHTTPS accepts https endpoints, and plain http only on the
@@ -228,10 +284,23 @@ func (s *Server) bitrixPlacement(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, r, http.StatusForbidden, "This page only opens from the portal the bridge is installed on.")
 		return
 	}
-	// The member id is no secret; the user's token proves the request
-	// comes from the portal.
-	if _, err := s.portal.AppInfoAs(ctx, grant.ClientEndpoint, f.Get("AUTH_ID")); err != nil {
+	// The member id is no secret; the user's token, checked with the
+	// configured portal, proves the request comes from it. Moving the
+	// connector to a line is an administrator's decision.
+	token := f.Get("AUTH_ID")
+	if token == "" || s.confirmAppToken(ctx, grant, token) != "" {
 		s.errorPage(w, r, http.StatusForbidden, "The portal did not confirm this request. Open the page again from Contact Center.")
+		return
+	}
+	ep, _ := s.portalREST(ctx, grant)
+	admin, err := s.portal.IsAdminAs(ctx, ep, token)
+	if err != nil {
+		s.errorPage(w, r, http.StatusForbidden, "The portal did not confirm this request. Open the page again from Contact Center.")
+		return
+	}
+	if !admin {
+		s.log.Warn("connector placement refused: the user is no portal administrator", "request_id", RequestID(ctx))
+		s.errorPage(w, r, http.StatusForbidden, "Only a Bitrix24 administrator can connect WhatsApp to an Open Channel. Ask an administrator to open this page from Contact Center.")
 		return
 	}
 	var opts placementOptions
@@ -317,8 +386,9 @@ func (s *Server) bitrixEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	expected, _ := s.settings.Get(ctx, settings.BitrixApplicationToken)
 	gate := bitrix.TokenGate{Expected: expected}
-	if g, err := s.grants.Load(ctx); err == nil {
-		gate.GrantMemberID = g.MemberID
+	grant, gerr := s.grants.Load(ctx)
+	if gerr == nil {
+		gate.GrantMemberID = grant.MemberID
 	}
 	switch gate.DecideEvent(ev.Auth) {
 	case bitrix.GateReject:
@@ -326,12 +396,27 @@ func (s *Server) bitrixEvents(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	case bitrix.GateBootstrap:
-		if err := s.settings.Set(ctx, []settings.Pair{{Name: settings.BitrixApplicationToken, Value: ev.Auth.ApplicationToken}}); err != nil {
+		// No token is stored: learn it only from an event the portal
+		// vouches for, never from the member id (no secret) alone.
+		if reason := s.confirmAppToken(ctx, grant, ev.Auth.AccessToken); reason != "" {
+			s.storeBitrixEvent(ctx, r, start, "rejected", http.StatusForbidden, "no bitrix.application_token stored and "+reason, bitrix.RedactForm(body))
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		// Another event may have taught the token meanwhile; it wins.
+		if now, _ := s.settings.Get(ctx, settings.BitrixApplicationToken); now != "" {
+			if !gate.Check(now, ev.Auth.ApplicationToken) {
+				s.storeBitrixEvent(ctx, r, start, "rejected", http.StatusForbidden, "application_token does not match bitrix.application_token", bitrix.RedactForm(body))
+				http.Error(w, "forbidden", http.StatusForbidden)
+				return
+			}
+		} else if err := s.settings.Set(ctx, []settings.Pair{{Name: settings.BitrixApplicationToken, Value: ev.Auth.ApplicationToken}}); err != nil {
 			s.log.Error("storing the application token failed", "err", err)
 			http.Error(w, "temporarily unavailable", http.StatusServiceUnavailable)
 			return
+		} else {
+			s.log.Info("bitrix application token learned from an event the portal confirmed", "member_id", ev.Auth.MemberID)
 		}
-		s.log.Info("bitrix application token learned from the first event of the installed portal", "member_id", ev.Auth.MemberID)
 	}
 	if s.isOurLine(ctx, ev) {
 		s.connectorChanged("inactive")

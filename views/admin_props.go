@@ -383,6 +383,8 @@ type CredentialsProps struct {
 	Groups  []SettingGroup
 	// Error is shown above the form when saving failed as a whole.
 	Error string
+	// Reinstall is the state of the Bitrix24 re-install window.
+	Reinstall ReinstallProps
 }
 
 // ConversationRow is one conversation on the dashboard.
