@@ -218,8 +218,8 @@ func TestBitrixInstallRegisterPlacementActivate(t *testing.T) {
 }
 
 // TestApplicationTokenBootstrap: with no token stored, the first event
-// from the installed portal supplies it; an event from another portal does
-// not.
+// from the installed portal, whose access token the portal confirms,
+// supplies it; an event from another portal does not.
 func TestApplicationTokenBootstrap(t *testing.T) {
 	p, in, srv := portalSetup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

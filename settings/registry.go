@@ -140,7 +140,7 @@ var registry = []Def{
 	{Name: BitrixLineID, Group: GroupBitrix, Validate: validNumericID("7"),
 		Help: "The id of the Open Line the connector is attached to; set automatically when the connector is connected from the Contact Center."},
 	{Name: BitrixApplicationToken, Group: GroupBitrix, Secret: true, Validate: validToken,
-		Help: "The application_token Bitrix24 sends with every event; learnt from the first event of the installed portal."},
+		Help: "The application_token Bitrix24 sends with every event; learnt from the installation, or from the first event whose access token the portal in bitrix.portal_url confirms."},
 
 	{Name: CRMLeadMode, Group: GroupCRM, Default: LeadModeBridge, Validate: validLeadMode,
 		Help: "bridge: find the number among leads and contacts and create a lead only when none exists; line: leave it to the Open Line's CRM settings; off: no CRM."},
