@@ -3,9 +3,7 @@ package e2e_test
 import (
 	"context"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,32 +89,6 @@ func sentTexts(t *testing.T, msgs []whatsapptest.RecordedMessage) []string {
 		out = append(out, v.Text.Body)
 	}
 	return out
-}
-
-// consoleSignIn signs in to the console with the admin token and a fresh
-// authenticator.
-func consoleSignIn(t *testing.T, b *bridge) *http.Client {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
-	resp, err := c.PostForm(b.srv.url+"/admin/login", url.Values{"token": {attackAdminToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readAll(t, resp)
-	m := regexp.MustCompile(`id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<`).FindStringSubmatch(page)
-	if resp.StatusCode != 200 || m == nil {
-		t.Fatalf("sign-in after the token: %d\n%s", resp.StatusCode, page)
-	}
-	resp, err = c.PostForm(b.srv.url+"/admin/login", url.Values{"code": {currentCode(t, m[1])}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
-	if resp.StatusCode != 200 || strings.HasPrefix(resp.Request.URL.Path, "/admin/login") {
-		t.Fatalf("sign-in after the code: %d at %s", resp.StatusCode, resp.Request.URL)
-	}
-	return c
 }
 
 func consolePage(t *testing.T, c *http.Client, u string) string {
@@ -225,7 +197,7 @@ func TestAttackInstallTakeover(t *testing.T) {
 
 	// The admin moves the bridge on purpose: "Start re-install" opens a
 	// window in which one installation from another portal is accepted.
-	c := consoleSignIn(t, b)
+	c := signInConsole(t, b.srv.url, attackAdminToken)
 	page := consolePage(t, c, b.srv.url+"/admin/credentials")
 	if !strings.Contains(page, "Start re-install") || strings.Contains(page, `id="reinstall-open"`) {
 		t.Fatalf("settings page before the re-install:\n%s", page)

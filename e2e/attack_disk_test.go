@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -21,8 +19,8 @@ import (
 	"wabridge/bitrix/bitrixtest"
 )
 
-// attackAdminToken is the console token of the disk-attack bridge.
-const attackAdminToken = "disk-attack-admin-token-7c6b5a49"
+// diskAdminToken is the console token of the disk-attack bridge.
+const diskAdminToken = "disk-attack-admin-token-7c6b5a49"
 
 // TestAttackDiskThroughRefusedCalls: calls that the bridge refuses cannot
 // fill its disk. Four loops post 3 MB WhatsApp webhooks with a wrong
@@ -37,7 +35,7 @@ func TestAttackDiskThroughRefusedCalls(t *testing.T) {
 	in := newInst(t)
 	const appToken = "right-application-token-31415926"
 	if r := in.run("config", "set", "meta.app_secret="+testAppSecret, "bitrix.application_token="+appToken,
-		"admin.token="+attackAdminToken); r.code != 0 {
+		"admin.token="+diskAdminToken); r.code != 0 {
 		t.Fatalf("config: %+v", r)
 	}
 	srv := in.serve()
@@ -115,7 +113,7 @@ func TestAttackDiskThroughRefusedCalls(t *testing.T) {
 	t.Logf("%d refused calls carrying %d MB; answers %v", calls, sent>>20, counts)
 
 	// The count of the rows not written is in /metrics and on the audit page.
-	m := scrapeMetrics(t, srv.url, attackAdminToken)
+	m := scrapeMetrics(t, srv.url, diskAdminToken)
 	dropped := int(m["wabridge_refusals_dropped_total,source=whatsapp"] + m["wabridge_refusals_dropped_total,source=bitrix"])
 	if _, ok := m["wabridge_refusals_dropped_total,source=bitrix"]; !ok {
 		t.Errorf("/metrics has no wabridge_refusals_dropped_total for bitrix")
@@ -123,7 +121,7 @@ func TestAttackDiskThroughRefusedCalls(t *testing.T) {
 	if dropped == 0 {
 		t.Errorf("/metrics counts no dropped refusal after %d refused calls", calls)
 	}
-	c := signInConsole(t, srv.url, attackAdminToken)
+	c := signInConsole(t, srv.url, diskAdminToken)
 	resp, err := c.Get(srv.url + "/admin/audit")
 	if err != nil {
 		t.Fatal(err)
@@ -223,30 +221,4 @@ func diskBytes(t *testing.T, data string) int64 {
 		}
 	}
 	return n
-}
-
-// signInConsole signs in to the console with the admin token and an
-// authenticator code, and returns a client that carries the session.
-func signInConsole(t *testing.T, base, token string) *http.Client {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
-	resp, err := c.PostForm(base+"/admin/login", url.Values{"token": {token}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readAll(t, resp)
-	m := regexp.MustCompile(`id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<`).FindStringSubmatch(page)
-	if resp.StatusCode != 200 || m == nil {
-		t.Fatalf("sign-in after the token: %d, no authenticator secret", resp.StatusCode)
-	}
-	resp, err = c.PostForm(base+"/admin/login", url.Values{"code": {currentCode(t, m[1])}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
-	if resp.StatusCode != 200 || strings.HasPrefix(resp.Request.URL.Path, "/admin/login") {
-		t.Fatalf("sign-in after the code: %d at %s", resp.StatusCode, resp.Request.URL)
-	}
-	return c
 }

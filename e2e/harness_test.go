@@ -12,9 +12,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -270,4 +274,30 @@ func (in *inst) dbBytes() []byte {
 		all = append(all, b...)
 	}
 	return all
+}
+
+// signInConsole signs in to the console with the admin token and an
+// authenticator code, and returns a client that carries the session.
+func signInConsole(t *testing.T, base, token string) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
+	resp, err := c.PostForm(base+"/admin/login", url.Values{"token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readAll(t, resp)
+	m := regexp.MustCompile(`id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<`).FindStringSubmatch(page)
+	if resp.StatusCode != 200 || m == nil {
+		t.Fatalf("sign-in after the token: %d, no authenticator secret", resp.StatusCode)
+	}
+	resp, err = c.PostForm(base+"/admin/login", url.Values{"code": {currentCode(t, m[1])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 200 || strings.HasPrefix(resp.Request.URL.Path, "/admin/login") {
+		t.Fatalf("sign-in after the code: %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	return c
 }

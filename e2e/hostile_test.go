@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"regexp"
@@ -600,26 +599,7 @@ func (h *hostile) consoleParams(t *testing.T) {
 // signIn signs in to the console over plain HTTP: the admin token, then
 // the authenticator set-up with a code from the secret the page shows.
 func (h *hostile) signIn() *http.Client {
-	t := h.t
-	jar, _ := cookiejar.New(nil)
-	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
-	resp, err := c.PostForm(h.b.srv.url+"/admin/login", url.Values{"token": {hostileAdminToken}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readAll(t, resp)
-	m := regexp.MustCompile(`id="totp-secret"[^>]*>\s*([A-Z2-7]+)\s*<`).FindStringSubmatch(page)
-	if resp.StatusCode != 200 || m == nil {
-		t.Fatalf("sign-in after the token: %d, no authenticator secret\n%s", resp.StatusCode, page)
-	}
-	resp, err = c.PostForm(h.b.srv.url+"/admin/login", url.Values{"code": {currentCode(t, m[1])}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
-	if resp.StatusCode != 200 || strings.HasPrefix(resp.Request.URL.Path, "/admin/login") {
-		t.Fatalf("sign-in after the code: %d at %s", resp.StatusCode, resp.Request.URL)
-	}
+	c := signInConsole(h.t, h.b.srv.url, hostileAdminToken)
 	c.CheckRedirect = noRedirect
 	return c
 }
