@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -176,15 +177,24 @@ func freeAddr(t testing.TB) string {
 }
 
 // serve starts the server on a free loopback port and waits until /health
-// answers.
+// answers. A port that another process took between freeAddr and the
+// server's listen is tried again on a new port.
 func (in *inst) serve(extraArgs ...string) *server {
 	in.t.Helper()
-	addr := freeAddr(in.t)
-	args := append([]string{"serve", "--listen", addr, "--log-format", "json"}, extraArgs...)
-	s := in.start(args, nil)
-	s.url = "http://" + addr
-	s.waitHealthy()
-	return s
+	for attempt := 1; ; attempt++ {
+		addr := freeAddr(in.t)
+		args := append([]string{"serve", "--listen", addr, "--log-format", "json"}, extraArgs...)
+		s := in.start(args, nil)
+		s.url = "http://" + addr
+		err := s.waitReady()
+		if err == nil {
+			return s
+		}
+		if attempt < 5 && strings.Contains(s.logs.String(), "another program uses that port") {
+			continue
+		}
+		in.t.Fatalf("%v\n%s", err, s.logs.String())
+	}
 }
 
 func (in *inst) start(args []string, extraEnv []string) *server {
@@ -212,24 +222,31 @@ func (in *inst) start(args []string, extraEnv []string) *server {
 
 func (s *server) waitHealthy() {
 	s.t.Helper()
+	if err := s.waitReady(); err != nil {
+		s.t.Fatalf("%v\n%s", err, s.logs.String())
+	}
+}
+
+// waitReady waits until /health answers 200, or says why it did not.
+func (s *server) waitReady() error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-s.done:
 			s.done <- err
-			s.t.Fatalf("server exited before answering: %v\n%s", err, s.logs.String())
+			return fmt.Errorf("server exited before answering: %v", err)
 		default:
 		}
 		resp, err := http.Get(s.url + "/health")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("server did not become healthy\n%s", s.logs.String())
+	return errors.New("server did not become healthy")
 }
 
 // stop sends SIGTERM and returns the exit status.
