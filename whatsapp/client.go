@@ -234,7 +234,14 @@ func wrapOp(op string, err error) error {
 }
 
 // bearer returns the current token or an error explaining why there is none.
+// A call made with the app token (see withAppToken) uses that instead.
 func (c *Client) bearer(ctx context.Context) (string, error) {
+	if tok, ok := ctx.Value(appTokenKey{}).(string); ok {
+		if tok == "" {
+			return "", ErrNoToken
+		}
+		return tok, nil
+	}
 	tok, err := c.token(ctx)
 	if err != nil {
 		return "", fmt.Errorf("token: %w", err)

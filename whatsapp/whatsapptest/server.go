@@ -36,6 +36,8 @@ const (
 	DefaultVerifiedName       = "Test Number"
 	DefaultCustomerWaID       = "4915112345678"
 	DefaultCustomerName       = "Anna Schmidt"
+	DefaultAppID              = "1234567890123456"
+	DefaultAppSecret          = "test-app-secret"
 )
 
 // Route names one kind of Graph call the fake server answers.
@@ -58,6 +60,19 @@ const (
 	// RouteMarkRead is POST /{version}/{phone-number-id}/messages with
 	// "status":"read".
 	RouteMarkRead Route = "mark_read"
+	// RouteDebugToken is GET /{version}/debug_token (app token).
+	RouteDebugToken Route = "debug_token"
+	// RoutePhoneNumbers is GET /{version}/{waba-id}/phone_numbers.
+	RoutePhoneNumbers Route = "phone_numbers"
+	// RouteSubscribeApp is POST /{version}/{app-id}/subscriptions (app
+	// token); it performs the hub.challenge handshake first.
+	RouteSubscribeApp Route = "subscribe_app"
+	// RouteAppSubscriptions is GET /{version}/{app-id}/subscriptions.
+	RouteAppSubscriptions Route = "app_subscriptions"
+	// RouteSubscribeWABA is POST /{version}/{waba-id}/subscribed_apps.
+	RouteSubscribeWABA Route = "subscribe_waba"
+	// RouteSubscribedApps is GET /{version}/{waba-id}/subscribed_apps.
+	RouteSubscribedApps Route = "subscribed_apps"
 )
 
 const downloadPath = "/whatsapp_business/attachments/"
@@ -72,6 +87,25 @@ type Options struct {
 	// PhoneNumbers are the registered business numbers. Default: one with
 	// DefaultPhoneNumberID, DefaultDisplayPhoneNumber, DefaultVerifiedName.
 	PhoneNumbers []whatsapp.PhoneNumber
+
+	// AppID and AppSecret make the app token "AppID|AppSecret" the app
+	// calls (debug_token, /{app-id}/subscriptions) need. Defaults
+	// DefaultAppID, DefaultAppSecret.
+	AppID     string
+	AppSecret string
+	// WABAs maps each WhatsApp Business Account to the ids of its phone
+	// numbers, in order. Default: DefaultWABAID holding every number.
+	WABAs map[string][]string
+	// PageSize is how many numbers one page of /{waba-id}/phone_numbers
+	// holds. Default 25.
+	PageSize int
+	// AllowHTTPCallback lets /{app-id}/subscriptions accept a plain http
+	// callback URL, for a bridge under test that serves plain HTTP; Meta
+	// itself accepts only HTTPS.
+	AllowHTTPCallback bool
+	// CallbackClient makes the handshake request. Default: a client that
+	// waits at most ten seconds.
+	CallbackClient *http.Client
 }
 
 // Failure is an error answer injected with FailNext. Body, when set, is
@@ -175,6 +209,8 @@ type Server struct {
 	calls       map[Route]int
 	failures    map[Route][]*failureQueue
 	seq         int
+
+	setup setupState
 }
 
 // NewServer starts a fake Graph API and stops it when the test ends.
@@ -205,11 +241,18 @@ func NewServer(t testing.TB, opts Options) *Server {
 	for _, pn := range phones {
 		s.phones[pn.ID] = pn
 	}
+	s.initSetup(opts, phones)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{version}/{node}", s.handleGetNode)
 	mux.HandleFunc("POST /{version}/{node}/media", s.handleUpload)
 	mux.HandleFunc("POST /{version}/{node}/messages", s.handleMessages)
-	mux.HandleFunc("GET "+downloadPath, s.handleDownload)
+	mux.HandleFunc("GET "+downloadPath+"{$}", s.handleDownload)
+	mux.HandleFunc("GET /{version}/debug_token", s.handleDebugToken)
+	mux.HandleFunc("GET /{version}/{node}/phone_numbers", s.handlePhoneNumbers)
+	mux.HandleFunc("POST /{version}/{node}/subscriptions", s.handleSubscribeApp)
+	mux.HandleFunc("GET /{version}/{node}/subscriptions", s.handleAppSubscriptions)
+	mux.HandleFunc("POST /{version}/{node}/subscribed_apps", s.handleSubscribeWABA)
+	mux.HandleFunc("GET /{version}/{node}/subscribed_apps", s.handleSubscribedApps)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Failure{Status: http.StatusBadRequest, Code: 2500, Message: "Unknown path components: " + r.URL.Path})
 	})
@@ -331,24 +374,13 @@ func (s *Server) Calls(route Route) int {
 // authentication error when one applies; it reports whether the handler
 // should go on.
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, route Route) bool {
-	s.mu.Lock()
-	s.calls[route]++
-	var inject *Failure
-	if q := s.failures[route]; len(q) > 0 {
-		f := q[0].f
-		inject = &f
-		q[0].left--
-		if q[0].left == 0 {
-			s.failures[route] = q[1:]
-		}
-	}
-	token, expiry := s.token, s.tokenExpiry
-	s.mu.Unlock()
-
-	if inject != nil {
+	if inject := s.take(route); inject != nil {
 		writeError(w, *inject)
 		return false
 	}
+	s.mu.Lock()
+	token, expiry := s.token, s.tokenExpiry
+	s.mu.Unlock()
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	switch {
 	case !ok || got == "":
@@ -365,6 +397,24 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, route Route) bool
 		return false
 	}
 	return true
+}
+
+// take counts a call of route and returns the failure injected for it,
+// if any.
+func (s *Server) take(route Route) *Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls[route]++
+	q := s.failures[route]
+	if len(q) == 0 {
+		return nil
+	}
+	f := q[0].f
+	q[0].left--
+	if q[0].left == 0 {
+		s.failures[route] = q[1:]
+	}
+	return &f
 }
 
 func (s *Server) handleGetNode(w http.ResponseWriter, r *http.Request) {
