@@ -65,6 +65,7 @@ func commands() []command {
 		{"bitrix register-connector", "[--fresh]", "register the WhatsApp connector in Contact Center and bind its events", runRegisterConnector},
 		{"bitrix activate-connector", "[--line=ID]", "activate the connector on an Open Channel and check STATUS and CONFIGURED", runActivateConnector},
 		{"whatsapp check-token", "", "check the Meta access token against the phone number", runCheckToken},
+		{"whatsapp connect", "[--phone-number-id ID]", "find the WhatsApp account and number of meta.access_token, store them and subscribe the webhook", runWhatsAppConnect},
 		{"replay", "[--id N] [--since DURATION] [--source whatsapp|bitrix]", "process stored webhook calls again (idempotent)", runReplay},
 		{"prune", "[--older-than DURATION]", "delete processed audit entries and media older than retention.days, then give the space back", runPrune},
 		{"backup", "FILE", "write a consistent copy of the database while it is in use", runBackup},
