@@ -190,6 +190,7 @@ func runServe(e *env, args []string) error {
 			return err
 		}),
 		Connector: portal,
+		MetaSetup: wa,
 		// The overview's conversations and chart, the conversation
 		// pages, and their live updates.
 		Conversations: rl,

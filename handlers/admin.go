@@ -69,6 +69,8 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /setup", guard(s.setupPage))
 	mux.Handle("POST /setup/check-meta", guard(s.setupCheckMeta))
 	mux.Handle("POST /setup/register-connector", guard(s.setupRegisterConnector))
+	mux.Handle("POST /setup/meta-values", guard(s.setupMetaValues))
+	mux.Handle("POST /setup/meta-connect", guard(s.setupMetaConnect))
 
 	mux.Handle("GET /admin/credentials", guard(s.credentialsPage))
 	mux.Handle("POST /admin/credentials", guard(s.credentialsSave))

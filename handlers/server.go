@@ -73,6 +73,9 @@ type Deps struct {
 	// page's "Register connector" button and lists the bound events; nil
 	// shows the command to run instead.
 	Connector connect.Client
+	// MetaSetup finds and configures Meta's side for the setup page's
+	// live checks and "Connect" button; nil leaves them out.
+	MetaSetup connect.MetaClient
 	// Replayer processes a stored call again from the audit page; nil
 	// leaves the Replay buttons out.
 	Replayer Replayer
@@ -116,6 +119,7 @@ type Server struct {
 	meta          MetaChecker
 	metaState     atomic.Value // string: the last "Check now" result, ok or invalid
 	connector     connect.Client
+	metaSetup     connect.MetaClient
 	replayer      Replayer
 	conversations Conversations
 	live          *Live
@@ -164,7 +168,7 @@ func newServer(d Deps) (*Server, error) {
 
 		sessions: newSessionStore(d.Key), limiter: newFailLimiter(loginFailures, loginWindow, globalFailures, globalWindow),
 		tokens: newTokenGate(),
-		domain: d.Domain, meta: d.Meta, connector: d.Connector, replayer: d.Replayer, conversations: d.Conversations,
+		domain: d.Domain, meta: d.Meta, connector: d.Connector, metaSetup: d.MetaSetup, replayer: d.Replayer, conversations: d.Conversations,
 	}
 	s.cop = s.crossOrigin()
 	s.refusals = newRefusalLimiter(refusalRate, refusalBurst, nil, s.refusalDropped)

@@ -18,6 +18,7 @@ import (
 	"wabridge/scheduler"
 	"wabridge/settings"
 	"wabridge/views"
+	"wabridge/whatsapp"
 )
 
 // liveTimeout bounds each call the setup page makes to the outside (the
@@ -39,8 +40,11 @@ type setupFacts struct {
 
 	meta        map[string]string // the Meta settings, "" when missing
 	metaToken   string            // ok, invalid or unknown
-	lastSigned  time.Time         // last accepted WhatsApp call
-	lastRefused refusal           // last refused WhatsApp call
+	metaLive    connect.MetaState // what Meta says now, when metaChecked
+	metaErr     error             // InspectMeta could not run
+	metaChecked bool
+	lastSigned  time.Time // last accepted WhatsApp call
+	lastRefused refusal   // last refused WhatsApp call
 
 	clientID, clientSecret, portalURL string
 	grant                             string // bitrix.Grant* state
@@ -84,7 +88,7 @@ func (s *Server) readSetupFacts(ctx context.Context, live bool) setupFacts {
 	if u, err := url.Parse(f.publicURL); err == nil && u.Scheme == "https" && u.Host != "" {
 		f.publicHTTPS = true
 	}
-	for _, k := range []string{settings.MetaAppSecret, settings.MetaAccessToken, settings.MetaPhoneNumberID, settings.MetaVerifyToken} {
+	for _, k := range []string{settings.MetaAppID, settings.MetaAppSecret, settings.MetaAccessToken, settings.MetaPhoneNumberID, settings.MetaWABAID, settings.MetaVerifyToken} {
 		f.meta[k] = get(k)
 	}
 	f.metaToken = probe(s.probes.MetaToken, ctx, "")
@@ -135,6 +139,14 @@ func (s *Server) readSetupFacts(ctx context.Context, live bool) setupFacts {
 			defer cancel()
 			f.status, f.statusErr = s.portal.Status(cctx, f.connectorID, f.line)
 			f.statusChecked = true
+		})
+	}
+	if s.metaSetup != nil && f.meta[settings.MetaAppID] != "" && f.meta[settings.MetaAppSecret] != "" && f.meta[settings.MetaAccessToken] != "" {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, liveTimeout)
+			defer cancel()
+			f.metaLive, f.metaErr = connect.InspectMeta(cctx, s.metaSetup, s.settings, f.publicURL)
+			f.metaChecked = true
 		})
 	}
 	if f.publicHTTPS && s.domain == "" {
@@ -221,8 +233,8 @@ func (s *Server) setupChecklist(f setupFacts) ([]views.SetupStep, []views.SetupC
 	steps := []views.SetupStep{
 		{Number: 1, Title: "Put the bridge online", Intro: "Meta and Bitrix24 reach the bridge at a public HTTPS address. The installer sets this up when it is given a domain name.",
 			Checks: []views.SetupCheck{checkPublicURL(f), s.checkCertificate(f)}},
-		{Number: 2, Title: "Connect WhatsApp (Meta)", Intro: "Enter the values of your Meta app, then tell Meta where to send the messages.",
-			Checks: []views.SetupCheck{checkMetaValues(f), s.checkMetaToken(f), checkMetaWebhook(f, pub)}},
+		{Number: 2, Title: "Connect WhatsApp (Meta)", Intro: "Enter three values of your Meta app and click Connect: the bridge finds your WhatsApp account and number and tells Meta where to send the messages.",
+			Checks: s.metaChecks(f, pub)},
 		{Number: 3, Title: "Install the Bitrix24 application", Intro: "Create a local application in your portal, enter its ID and key here, then install it from Bitrix24.",
 			Checks: []views.SetupCheck{checkBitrixValues(f, pub), checkBitrixInstalled(f, pub)}},
 		{Number: 4, Title: "Connect an Open Channel", Intro: "Register the WhatsApp connector in the Contact Center, then connect it to the Open Channel your operators answer in.",
@@ -268,22 +280,190 @@ func (s *Server) checkCertificate(f setupFacts) views.SetupCheck {
 	return c
 }
 
-func checkMetaValues(f setupFacts) views.SetupCheck {
-	c := views.SetupCheck{ID: "meta-credentials", Title: "Meta values entered"}
-	var missing []string
+// metaChecks are the checks of the Meta step: the three values, then each
+// step of `wabridge whatsapp connect` as Meta reports it now, then the
+// messages arriving. Without the App ID (the values entered by hand in
+// Settings) the token is checked the old way.
+func (s *Server) metaChecks(f setupFacts, pub string) []views.SetupCheck {
+	values := s.checkMetaValues(f)
+	if f.meta[settings.MetaAppID] == "" || s.metaSetup == nil {
+		return []views.SetupCheck{values, s.checkMetaToken(f), checkMetaWebhook(f, pub)}
+	}
+	return append(append([]views.SetupCheck{values}, s.checkMetaConnect(f, pub)...), checkMetaWebhook(f, pub))
+}
+
+// manualMeta reports whether the ids were entered by hand: everything the
+// bridge needs to work is set, though not the App ID.
+func manualMeta(f setupFacts) bool {
 	for _, k := range []string{settings.MetaAppSecret, settings.MetaAccessToken, settings.MetaPhoneNumberID, settings.MetaVerifyToken} {
 		if f.meta[k] == "" {
-			missing = append(missing, settingLabels[k])
+			return false
 		}
 	}
-	if len(missing) == 0 {
-		c.State, c.Detail = views.CheckOK, "App secret, access token, phone number ID and verify token are set."
+	return true
+}
+
+func (s *Server) checkMetaValues(f setupFacts) views.SetupCheck {
+	c := views.SetupCheck{ID: "meta-credentials", Title: "Meta app values entered"}
+	cr := connect.Credentials{AppID: f.meta[settings.MetaAppID], AppSecret: f.meta[settings.MetaAppSecret], AccessToken: f.meta[settings.MetaAccessToken]}
+	keep := func(v string) string {
+		if v != "" {
+			return "Stored; leave empty to keep it."
+		}
+		return ""
+	}
+	form := &views.SetupAction{URL: "/setup/meta-values", Label: "Save", Fields: []views.SetupField{
+		{Name: "app_id", Label: "App ID", Type: "text", Value: cr.AppID},
+		{Name: "app_secret", Label: "App secret", Type: "password", Hint: keep(cr.AppSecret)},
+		{Name: "access_token", Label: "Access token", Type: "password", Hint: keep(cr.AccessToken)},
+	}}
+	missing := cr.Missing()
+	switch {
+	case len(missing) == 0:
+		c.State, c.Detail = views.CheckOK, "App ID "+cr.AppID+", App secret and access token are set."
+		form.Label = "Save changes"
+		c.Action = form
+		return c
+	case manualMeta(f):
+		c.State, c.Detail = views.CheckOK, "Entered by hand in Settings: app secret, access token, phone number ID and verify token are set. Enter the App ID too to let the bridge check and connect Meta's side itself."
+		c.Action = form
 		return c
 	}
 	c.State, c.Detail = views.CheckBad, "Missing: "+strings.Join(missing, ", ")+"."
-	c.Fix = "Copy them from your app in the Meta developer dashboard (the manual's Setup page shows where each one is) and enter them under WhatsApp (Meta) on the Settings page. The verify token is any text you make up; you type the same text into Meta later."
-	c.Link = views.Link{Href: "/admin/credentials#group-meta", Label: "Enter the Meta values"}
+	c.Fix = "In the Meta developer dashboard, open your app: App settings → Basic shows the App ID and App secret. The access token is a permanent system-user token: in Meta Business settings, Users → System users, add a system user, assign it your app and your WhatsApp account, and generate a token with whatsapp_business_management and whatsapp_business_messaging. Enter the three here; the bridge finds the rest."
+	c.Action = form
+	c.Link = views.Link{Href: "/admin/credentials#group-meta", Label: "Enter every value by hand"}
 	return c
+}
+
+// checkMetaConnect turns what InspectMeta found into one check per step
+// of the connection, each with the "Connect" button where it helps.
+func (s *Server) checkMetaConnect(f setupFacts, pub string) []views.SetupCheck {
+	app := views.SetupCheck{ID: "meta-app", Title: "Meta accepts the App ID and secret"}
+	token := views.SetupCheck{ID: "meta-token", Title: "The access token may manage a WhatsApp account"}
+	number := views.SetupCheck{ID: "meta-number", Title: "Phone number chosen"}
+	hook := views.SetupCheck{ID: "meta-subscription", Title: "Meta sends the webhooks to the bridge"}
+	account := views.SetupCheck{ID: "meta-account", Title: "The WhatsApp account is subscribed to the app"}
+	all := func() []views.SetupCheck { return []views.SetupCheck{app, token, number, hook, account} }
+	callback := connect.CallbackURL(pub)
+	connectBtn := func(numbers []connect.Number) *views.SetupAction {
+		a := &views.SetupAction{URL: "/setup/meta-connect", Label: "Connect"}
+		if len(numbers) > 1 {
+			field := views.SetupField{Name: "phone_number_id", Label: "Phone number", Type: "radio"}
+			for _, n := range numbers {
+				field.Options = append(field.Options, views.SetupOption{Value: n.ID, Label: n.DisplayPhoneNumber + " — " + n.VerifiedName + " (" + n.ID + ")",
+					Checked: n.ID == f.meta[settings.MetaPhoneNumberID]})
+			}
+			a.Fields = []views.SetupField{field}
+		}
+		return a
+	}
+	pending := func(cs ...*views.SetupCheck) {
+		for _, c := range cs {
+			c.State, c.Detail = views.CheckUnknown, "Checked once the step above is done."
+		}
+	}
+
+	if !f.metaChecked {
+		// Without a call to Meta (the overview's "next step"), what the
+		// settings and the last token check say.
+		for _, c := range []*views.SetupCheck{&app, &token, &hook, &account} {
+			c.State, c.Detail = views.CheckUnknown, "Checked on the Setup page."
+		}
+		if f.metaToken == "ok" {
+			app.State, token.State = views.CheckOK, views.CheckOK
+		}
+		number.State, number.Detail = views.CheckUnknown, "Not chosen yet."
+		if f.meta[settings.MetaPhoneNumberID] != "" {
+			number.State, number.Detail = views.CheckOK, "Phone number ID "+f.meta[settings.MetaPhoneNumberID]+"."
+		}
+		if !f.lastSigned.IsZero() {
+			// Messages arrive, so both subscriptions are in place.
+			hook.State, account.State = views.CheckOK, views.CheckOK
+		}
+		return all()
+	}
+	if f.metaErr != nil {
+		app.State, app.Detail = views.CheckUnknown, "Meta could not be asked: "+errorText(f.metaErr)
+		pending(&token, &number, &hook, &account)
+		return all()
+	}
+	st := f.metaLive
+	var me *connect.MetaError
+	if st.FindErr != nil && errors.As(st.FindErr, &me) && me.Step == connect.StepApp {
+		app.State, app.Detail = views.CheckBad, me.Reason
+		app.Link = views.Link{Href: "#check-meta-credentials", Label: "Enter the App ID and secret again"}
+		pending(&token, &number, &hook, &account)
+		return all()
+	}
+	app.State, app.Detail = views.CheckOK, "Meta accepted App ID "+st.Credentials.AppID+" and its secret."
+	if me != nil && me.Step == connect.StepToken {
+		token.State, token.Detail = views.CheckBad, me.Reason
+		token.Link = views.Link{Href: "#check-meta-credentials", Label: "Enter a new token"}
+		pending(&number, &hook, &account)
+		return all()
+	}
+	if st.FindErr != nil {
+		token.State, token.Detail = views.CheckOK, "The token is valid."
+		number.State, number.Detail = views.CheckBad, errorText(st.FindErr)+"."
+		pending(&hook, &account)
+		return all()
+	}
+	token.State, token.Detail = views.CheckOK, "The token is valid and may manage WhatsApp account "+strings.Join(st.Found.WABAs, ", ")+"."
+	switch {
+	case st.Chosen != nil:
+		number.State, number.Detail = views.CheckOK, "Messages go out from "+st.Chosen.DisplayPhoneNumber+" ("+st.Chosen.VerifiedName+", phone number ID "+st.Chosen.ID+")."
+		if len(st.Found.Numbers) > 1 {
+			number.Action = connectBtn(st.Found.Numbers)
+			number.Action.Label = "Connect another number"
+		}
+	case len(st.Found.Numbers) == 1:
+		n := st.Found.Numbers[0]
+		number.State, number.Detail = views.CheckBad, "The token reaches one number, "+n.DisplayPhoneNumber+" ("+n.VerifiedName+"); it is not connected yet."
+		number.Fix, number.Action = "Click Connect: the bridge stores the number, and subscribes the webhooks.", connectBtn(st.Found.Numbers)
+	default:
+		number.State, number.Detail = views.CheckBad, fmt.Sprintf("The token reaches %d numbers; none is connected yet.", len(st.Found.Numbers))
+		number.Fix, number.Action = "Choose the number your customers write to, and click Connect.", connectBtn(st.Found.Numbers)
+	}
+	connectFix := func(c *views.SetupCheck) {
+		if number.State == views.CheckOK {
+			c.Fix, c.Action = "Click Connect: the bridge does it, and Meta checks the address with the verify token.", connectBtn(st.Found.Numbers)
+		}
+	}
+	switch {
+	case st.WebhookErr != nil:
+		hook.State, hook.Detail = views.CheckUnknown, errorText(st.WebhookErr)
+	case st.WebhookOK:
+		hook.State, hook.Detail = views.CheckOK, "Meta verified "+callback+" and sends messages, statuses and template updates to it."
+	case st.Webhook != nil && st.Webhook.CallbackURL != callback:
+		hook.State, hook.Detail = views.CheckBad, "Meta sends the app's webhooks to "+st.Webhook.CallbackURL+", not to "+callback+"."
+		connectFix(&hook)
+	case st.Webhook != nil:
+		hook.State, hook.Detail = views.CheckBad, "Meta sends only "+strings.Join(st.Webhook.Fields, ", ")+" to "+callback+"; the bridge needs "+strings.Join(whatsapp.WebhookFields, ", ")+"."
+		connectFix(&hook)
+	default:
+		hook.State, hook.Detail = views.CheckBad, "The app has no webhook for WhatsApp accounts yet."
+		connectFix(&hook)
+	}
+	switch {
+	case st.Chosen == nil:
+		pending(&account)
+	case st.SubscribedErr != nil:
+		account.State, account.Detail = views.CheckUnknown, errorText(st.SubscribedErr)
+	case st.Subscribed:
+		account.State, account.Detail = views.CheckOK, "WhatsApp account "+st.Chosen.WABAID+" sends its webhooks to app "+st.Credentials.AppID+"."
+	default:
+		account.State, account.Detail = views.CheckBad, "WhatsApp account "+st.Chosen.WABAID+" does not send its webhooks to app "+st.Credentials.AppID+" yet."
+		connectFix(&account)
+	}
+	if !f.publicHTTPS {
+		for _, c := range []*views.SetupCheck{&number, &hook, &account} {
+			if c.State != views.CheckOK && c.Action != nil {
+				c.Fix = "Meta sends webhooks only to an HTTPS address: put the bridge online (step 1) first. " + c.Fix
+			}
+		}
+	}
+	return all()
 }
 
 func (s *Server) checkMetaToken(f setupFacts) views.SetupCheck {
@@ -496,6 +676,74 @@ func (s *Server) setupCheckMeta(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metaState.Store("ok")
 	s.redirectWithFlash(w, r, "/setup#check-meta-token", views.FlashOK, "Meta accepted the access token.")
+}
+
+// setupMetaValues stores the three Meta values of the setup page; an
+// empty secret field keeps the stored secret.
+func (s *Server) setupMetaValues(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "The form could not be read. Reload the page and try again.")
+		return
+	}
+	var pairs []settings.Pair
+	for _, v := range []struct{ field, key, label string }{
+		{"app_id", settings.MetaAppID, "App ID"}, {"app_secret", settings.MetaAppSecret, "App secret"}, {"access_token", settings.MetaAccessToken, "Access token"},
+	} {
+		value := settings.Normalize(r.PostForm.Get(v.field))
+		if value == "" {
+			continue
+		}
+		if err := settings.Validate(v.key, value); err != nil {
+			s.redirectWithFlash(w, r, "/setup#check-meta-credentials", views.FlashError, v.label+": "+errorText(err)+".")
+			return
+		}
+		pairs = append(pairs, settings.Pair{Name: v.key, Value: value})
+	}
+	if len(pairs) == 0 {
+		s.redirectWithFlash(w, r, "/setup#check-meta-credentials", views.FlashError, "Nothing was entered.")
+		return
+	}
+	if err := s.settings.Set(ctx, pairs); err != nil {
+		s.log.Error("setup: meta values", "err", err, "request_id", RequestID(ctx))
+		s.errorPage(w, r, http.StatusInternalServerError, "")
+		return
+	}
+	s.redirectWithFlash(w, r, "/setup#step-2", views.FlashOK, "Saved. The checks below now ask Meta; click Connect when they are green.")
+}
+
+// setupMetaConnect does what `wabridge whatsapp connect` does, with the
+// number chosen on the page.
+func (s *Server) setupMetaConnect(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if s.metaSetup == nil {
+		s.errorPage(w, r, http.StatusNotFound, "")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.errorPage(w, r, http.StatusBadRequest, "The form could not be read. Reload the page and try again.")
+		return
+	}
+	pnid := r.PostForm.Get("phone_number_id")
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var lines []string
+	res, err := connect.ConnectMeta(cctx, s.metaSetup, s.settings, connect.MetaOptions{
+		PublicURL: s.publicURL(ctx), PhoneNumberID: pnid,
+		Progress: func(st connect.MetaStep) { lines = append(lines, st.Line()) },
+	})
+	var choice *connect.ChoiceError
+	switch {
+	case errors.As(err, &choice):
+		s.redirectWithFlash(w, r, "/setup#check-meta-number", views.FlashError, fmt.Sprintf("The token reaches %d numbers: choose one, then click Connect.", len(choice.Numbers)))
+		return
+	case err != nil:
+		s.log.Warn("setup: meta connect failed", "err", err, "steps", lines, "request_id", RequestID(ctx))
+		s.redirectWithFlash(w, r, "/setup#step-2", views.FlashError, "Not connected: "+errorText(err)+".")
+		return
+	}
+	s.log.Info("setup: meta connected", "phone_number_id", res.Number.ID, "waba_id", res.Number.WABAID, "steps", lines, "request_id", RequestID(ctx))
+	s.redirectWithFlash(w, r, "/setup#step-2", views.FlashOK, "Connected: "+res.Number.DisplayPhoneNumber+" ("+res.Number.VerifiedName+"); Meta verified "+res.CallbackURL+". Send a WhatsApp message to the number to see it arrive.")
 }
 
 // setupRegisterConnector does what `wabridge bitrix register-connector`

@@ -103,10 +103,32 @@ type Link struct {
 }
 
 // SetupAction is a button that lets the bridge fix a check itself; it
-// posts an empty form to URL.
+// posts its Fields (none: an empty form) to URL.
 type SetupAction struct {
-	URL   string
+	URL    string
+	Label  string
+	Fields []SetupField
+}
+
+// SetupField is one input of a SetupAction's form.
+type SetupField struct {
+	Name  string
 	Label string
+	// Type is "text", "password" (never pre-filled) or "radio" (one
+	// input per Options entry).
+	Type string
+	// Value pre-fills a text field.
+	Value string
+	// Hint is shown under the field, e.g. "stored; leave empty to keep".
+	Hint    string
+	Options []SetupOption
+}
+
+// SetupOption is one choice of a radio field.
+type SetupOption struct {
+	Value   string
+	Label   string
+	Checked bool
 }
 
 // SetupCheck is one line of the setup checklist.
