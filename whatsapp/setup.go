@@ -174,9 +174,9 @@ func (s AppSubscription) Has(fields ...string) bool {
 	return true
 }
 
-// ErrNotConfirmed is returned when Meta answers a subscription call with
+// errNotConfirmed is returned when Meta answers a subscription call with
 // success false.
-var ErrNotConfirmed = errors.New("whatsapp: Meta did not confirm the subscription")
+var errNotConfirmed = errors.New("whatsapp: Meta did not confirm the subscription")
 
 // SubscribeApp sets the app's webhook (POST /{app-id}/subscriptions with
 // the app token): Meta first calls callbackURL with the hub.challenge
@@ -200,7 +200,7 @@ func (c *Client) SubscribeApp(ctx context.Context, appID, appToken, callbackURL,
 		return wrapOp(op, err)
 	}
 	if !out.Success {
-		return wrapOp(op, ErrNotConfirmed)
+		return wrapOp(op, errNotConfirmed)
 	}
 	return nil
 }
@@ -252,7 +252,7 @@ func (c *Client) SubscribeWABA(ctx context.Context, wabaID string) error {
 		return wrapOp(op, err)
 	}
 	if !out.Success {
-		return wrapOp(op, ErrNotConfirmed)
+		return wrapOp(op, errNotConfirmed)
 	}
 	return nil
 }
