@@ -357,16 +357,16 @@ func (s *Server) handleSubscribeApp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, Failure{Status: http.StatusBadRequest, Code: 100, Message: "(#100) The parameter fields is required"})
 		return
 	}
-	challenge, err := handshake(r.Context(), client, callback, verify)
+	challenge, failure := handshake(r.Context(), client, callback, verify)
 	s.mu.Lock()
 	s.setup.handshakes++
-	if err != nil {
+	if failure != "" {
 		s.setup.handshakeFailures++
 	}
 	s.mu.Unlock()
-	if err != nil {
+	if failure != "" {
 		writeError(w, Failure{Status: http.StatusBadRequest, Code: 2200, Type: "OAuthException",
-			Message: "(#2200) Callback verification failed with the following errors: " + err.Error()})
+			Message: "(#2200) Callback verification failed with the following errors: " + failure})
 		return
 	}
 	s.mu.Lock()
@@ -376,9 +376,10 @@ func (s *Server) handleSubscribeApp(w http.ResponseWriter, r *http.Request) {
 }
 
 // handshake makes Meta's verification request against callback and
-// returns the challenge it echoed; the error is worded as Meta words it.
-func handshake(ctx context.Context, client *http.Client, callback, verify string) (string, error) {
-	challenge := strconv.FormatInt(time.Now().UnixNano()%1_000_000_000+1_000_000_000, 10)
+// returns the challenge it echoed, or why it failed, worded as Meta words
+// it.
+func handshake(ctx context.Context, client *http.Client, callback, verify string) (challenge, failure string) {
+	challenge = strconv.FormatInt(time.Now().UnixNano()%1_000_000_000+1_000_000_000, 10)
 	u, _ := url.Parse(callback)
 	q := u.Query()
 	q.Set("hub.mode", "subscribe")
@@ -387,21 +388,21 @@ func handshake(ctx context.Context, client *http.Client, callback, verify string
 	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return "", err
+		return "", err.Error()
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("curl_errno = 7; curl_error = Failed to connect to %s; HTTP Status Code = 0; HTTP Message = ", u.Host)
+		return "", fmt.Sprintf("curl_errno = 7; curl_error = Failed to connect to %s; HTTP Status Code = 0; HTTP Message = ", u.Host)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("HTTP Status Code = %d; HTTP Message = %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+		return "", fmt.Sprintf("HTTP Status Code = %d; HTTP Message = %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	if got := strings.TrimSpace(string(body)); got != challenge {
-		return "", fmt.Errorf("Response does not match challenge, expected value=\"%s\", received=\"%s\"", challenge, truncate(got, 64))
+		return "", fmt.Sprintf("Response does not match challenge, expected value=\"%s\", received=\"%s\"", challenge, truncate(got, 64))
 	}
-	return challenge, nil
+	return challenge, ""
 }
 
 func truncate(s string, n int) string {
