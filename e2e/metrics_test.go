@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -74,7 +75,13 @@ func TestMetrics(t *testing.T) {
 	before := scrapeMetrics(t, b.srv.url, token)
 	b.post(t, whatsapptest.NewBuilder().Text("Zählt das mit?"))
 	b.waitSent(t, 1)
+	// The portal has the message before the bridge has read the portal's
+	// answer and recorded the latency: wait for that.
 	after := scrapeMetrics(t, b.srv.url, token)
+	for deadline := time.Now().Add(10 * time.Second); after["wabridge_relay_latency_seconds,direction=inbound"] <= before["wabridge_relay_latency_seconds,direction=inbound"] && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		after = scrapeMetrics(t, b.srv.url, token)
+	}
 	for _, key := range []string{
 		"wabridge_webhooks_total,source=whatsapp,status=accepted",
 		"wabridge_api_calls_total,api=bitrix,method=imconnector.send.messages,result=2xx",
