@@ -71,7 +71,7 @@ func commands() []command {
 		{"backup", "FILE", "write a consistent copy of the database while it is in use", runBackup},
 		{"keys rotate", "--new-key-file F", "re-seal every secret under a new master key", runKeysRotate},
 		{"admin totp-reset", "", "forget the console's authenticator app; the next sign-in sets up a new one", runAdminTOTPReset},
-		{"version", "", "print version, commit and build date", runVersion},
+		{"version", "", "print version, commit and build date (also: wabridge --version)", runVersion},
 		{"help", "", "show this help", nil},
 	}
 }
@@ -84,29 +84,94 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, b Build) 
 		printUsage(stderr)
 		return exitUsage
 	}
-	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		printUsage(stdout)
-		return exitOK
+	if args[0] == "--version" {
+		return report(stderr, runVersion(e, args[1:]))
+	}
+	// "wabridge help config set" is "wabridge config set --help".
+	help := false
+	if args[0] == "help" || isHelpFlag(args[0]) {
+		if len(args) == 1 {
+			printUsage(stdout)
+			return exitOK
+		}
+		args, help = args[1:], true
 	}
 	for _, c := range commands() {
 		words := strings.Fields(c.name)
 		if len(args) < len(words) || !equalWords(args[:len(words)], words) || c.run == nil {
 			continue
 		}
+		if help || wantsHelp(args[len(words):]) {
+			printCommandUsage(stdout, c)
+			return exitOK
+		}
 		err := c.run(e, args[len(words):])
 		return report(stderr, err)
 	}
-	// A known group with an unknown or missing subcommand gets its own hint.
+	// A known group with an unknown or missing subcommand gets its own hint,
+	// or, when help was asked for, the list of its subcommands.
+	var group []command
 	for _, c := range commands() {
 		if w := strings.Fields(c.name); len(w) > 1 && w[0] == args[0] {
-			sub := "nothing"
-			if len(args) > 1 {
-				sub = fmt.Sprintf("%q", args[1])
-			}
-			return report(stderr, usagef("%s: unknown subcommand %s; run 'wabridge help'", args[0], sub))
+			group = append(group, c)
 		}
 	}
+	if len(group) > 0 {
+		if help || (len(args) == 2 && isHelpFlag(args[1])) {
+			printGroupUsage(stdout, args[0], group)
+			return exitOK
+		}
+		sub := "nothing"
+		if len(args) > 1 {
+			sub = fmt.Sprintf("%q", args[1])
+		}
+		return report(stderr, usagef("%s: unknown subcommand %s; run 'wabridge help'", args[0], sub))
+	}
 	return report(stderr, usagef("unknown command %q; run 'wabridge help' for the list", args[0]))
+}
+
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// wantsHelp reports whether a command's arguments ask for its usage: a
+// help flag anywhere before "--", as the flag package would see it.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if isHelpFlag(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// printCommandUsage shows one command's synopsis, what it does and the
+// flags every command shares.
+func printCommandUsage(w io.Writer, c command) {
+	synopsis := "wabridge " + c.name
+	if c.args != "" {
+		synopsis += " " + c.args
+	}
+	fmt.Fprintf(w, "Usage: %s\n\n  %s\n\n", synopsis, c.summary)
+	printCommonFlags(w)
+}
+
+func printGroupUsage(w io.Writer, name string, group []command) {
+	fmt.Fprintf(w, "Usage: wabridge %s SUBCOMMAND [flags] [arguments]\n\n", name)
+	for _, c := range group {
+		fmt.Fprintf(w, "  %s %s\n      %s\n", c.name, c.args, c.summary)
+	}
+	fmt.Fprintln(w)
+	printCommonFlags(w)
+}
+
+func printCommonFlags(w io.Writer) {
+	fmt.Fprintln(w, "Flags every command accepts after its words:")
+	fmt.Fprintln(w, "  --data DIR        the data folder (env WABRIDGE_DATA; default ./data)")
+	fmt.Fprintln(w, "  --key-file FILE   the master key file (or env WABRIDGE_MASTER_KEY)")
+	fmt.Fprintln(w, "  --log-format F    text or json (default: text on a terminal, json otherwise)")
+	fmt.Fprintln(w, "  -h, --help        show this help")
 }
 
 func equalWords(a, b []string) bool {
@@ -144,12 +209,9 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %s %s\n      %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Flags every command accepts after its words:")
-	fmt.Fprintln(w, "  --data DIR        the data folder (env WABRIDGE_DATA; default ./data)")
-	fmt.Fprintln(w, "  --key-file FILE   the master key file (or env WABRIDGE_MASTER_KEY)")
-	fmt.Fprintln(w, "  --log-format F    text or json (default: text on a terminal, json otherwise)")
+	printCommonFlags(w)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Exit status: 0 done, 1 failed, 2 bad usage. Manual: /docs on the running server.")
+	fmt.Fprintln(w, "Run 'wabridge COMMAND --help' for one command. Exit status: 0 done, 1 failed, 2 bad usage. Manual: /docs on the running server.")
 }
 
 // common holds the flags every command accepts.
