@@ -2,7 +2,9 @@
 # Installs, upgrades or removes wabridge as a systemd service on a Debian
 # or Ubuntu server. Run it as root: sudo ./install.sh. Run it again with a
 # newer program file to upgrade; data and keys are kept. ./install.sh --help
-# lists the options.
+# lists the options. Piped into bash, it downloads the latest release:
+#   curl -fsSL https://github.com/wabridge/wabridge/releases/latest/download/install.sh |
+#     sudo bash -s -- --domain bridge.example.com --email ops@example.com
 set -euo pipefail
 # Everything this script creates is private unless it says otherwise: the
 # env file holds the master key, and a temporary copy of it must never be
@@ -19,11 +21,16 @@ readonly DATA_REAL=/var/lib/wabridge
 readonly ENV_REAL=/etc/wabridge/wabridge.env
 readonly UNIT_REAL=/etc/systemd/system/wabridge.service
 readonly HEALTH_WAIT=120
+# Where --from without an address, and a piped install.sh, download the
+# release from: a folder (or download address) holding SHA256SUMS and the
+# wabridge_VERSION_linux_ARCH.tar.gz files it lists.
+readonly RELEASE_URL=https://github.com/wabridge/wabridge/releases/latest/download/
 
 usage() {
-	cat <<'EOF'
-Usage: sudo ./install.sh [--domain NAME] [--email ADDRESS] [--binary FILE]
+	cat <<EOF
+Usage: sudo ./install.sh [--domain NAME] [--email ADDRESS] [--binary FILE | --from [URL|FILE]]
        sudo ./install.sh --uninstall [--purge [--yes]]
+       ./install.sh --print-unit PATH
 
 Installs wabridge as a service, or upgrades it when it is already installed.
 
@@ -33,6 +40,12 @@ Installs wabridge as a service, or upgrades it when it is already installed.
                     about expiring certificates (asked for when missing)
   --binary FILE     the wabridge program to install (default: the file
                     "wabridge" or "bin/wabridge" next to this script)
+  --from URL|FILE   install from a release: a wabridge_VERSION_linux_ARCH.tar.gz
+                    (a download address or a file), or the address or folder
+                    holding it; it is checked against the SHA256SUMS next to
+                    it first, and refused if it does not match. Without a
+                    value, and when this script is piped into bash: the
+                    latest release, $RELEASE_URL
   --uninstall       stop and remove the service and the program; keeps the
                     data in /var/lib/wabridge and the keys in /etc/wabridge
   --purge           with --uninstall: also delete the data, the backups, the
@@ -41,6 +54,8 @@ Installs wabridge as a service, or upgrades it when it is already installed.
   --root DIR        write every file below DIR instead of /, without creating
                     users or changing owners (for tests; needs --no-systemd)
   --no-systemd      do not start, stop or check the service
+  --print-unit PATH print the systemd unit for the program at PATH and exit
+                    (the packages are built with it)
   -h, --help        show this help
 
 On an upgrade --domain and --email may be left out: the stored ones are kept.
@@ -60,8 +75,8 @@ usage_error() {
 
 # ---------------------------------------------------------------- options
 
-domain="" email="" binary="" root="" action=install
-purge=0 yes=0 use_systemd=1
+domain="" email="" binary="" from="" root="" action=install
+purge=0 yes=0 use_systemd=1 unit_bin=""
 
 need_value() {
 	if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#-}" != "$2" ]; then
@@ -77,6 +92,18 @@ while [ $# -gt 0 ]; do
 	--email=*) email=${1#*=}; shift ;;
 	--binary) need_value "$@"; binary=$2; shift 2 ;;
 	--binary=*) binary=${1#*=}; shift ;;
+	--from)
+		# The value is optional: alone, --from means the latest release.
+		if [ $# -ge 2 ] && [ -n "$2" ] && [ "${2#-}" = "$2" ]; then
+			from=$2
+			shift 2
+		else
+			from=$RELEASE_URL
+			shift
+		fi
+		;;
+	--from=*) from=${1#*=}; [ -n "$from" ] || usage_error "--from= needs a value"; shift ;;
+	--print-unit) need_value "$@"; action=print-unit unit_bin=$2; shift 2 ;;
 	--root) need_value "$@"; root=$2; shift 2 ;;
 	--root=*) root=${1#*=}; shift ;;
 	--uninstall) action=uninstall; shift ;;
@@ -90,6 +117,14 @@ done
 
 if [ "$purge" = 1 ] && [ "$action" != uninstall ]; then
 	usage_error "--purge only goes with --uninstall"
+fi
+if [ -n "$binary" ] && [ -n "$from" ]; then
+	usage_error "give either --binary or --from, not both"
+fi
+# Piped into bash (curl … | sudo bash -s -- …) there is no folder with a
+# program beside the script: download the latest release.
+if [ "$action" = install ] && [ -z "$binary" ] && [ -z "$from" ] && [ ! -f "${BASH_SOURCE[0]:-}" ]; then
+	from=$RELEASE_URL
 fi
 
 # real=1 when this script manages the machine itself; with --root it only
@@ -256,12 +291,16 @@ check_root() {
 	fi
 }
 
+# goarch is this machine's name in the release files: amd64 or arm64.
+goarch=""
 check_machine() {
 	local arch
 	arch=$(uname -m)
-	if [ "$arch" != x86_64 ]; then
-		die "this server is $arch, but wabridge is built for 64-bit Intel/AMD (x86_64) servers only; choose an x86_64 server"
-	fi
+	case $arch in
+	x86_64 | amd64) goarch=amd64 ;;
+	aarch64 | arm64) goarch=arm64 ;;
+	*) die "this server is $arch, but wabridge is built for 64-bit Intel/AMD (x86_64) and 64-bit ARM (aarch64) servers only; choose one of those" ;;
+	esac
 	[ "$real" = 1 ] || return 0
 	if [ -r /etc/os-release ] && ! grep -Eq '^(ID|ID_LIKE)=.*(debian|ubuntu)' /etc/os-release; then
 		warn "this is not Debian or Ubuntu; the installer is made for those and may not work here"
@@ -307,6 +346,89 @@ check_dns() {
 	if ! getent ahosts "$domain" >/dev/null 2>&1; then
 		warn "$domain does not resolve to an address yet. Create its DNS record (A, and AAAA for IPv6) pointing at this server; the certificate cannot be obtained before that."
 	fi
+}
+
+# ---------------------------------------------------------------- release
+
+is_url() {
+	case $1 in
+	http://* | https://*) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
+# download URL FILE fetches one file of a release.
+download() {
+	command -v curl >/dev/null 2>&1 || die "curl is needed to download the release; install it (apt-get install curl) and run this again"
+	curl -fsSL --retry 2 --connect-timeout 20 -o "$2" "$1" 2>/dev/null
+}
+
+# fetch_release takes the release named by --from into a private temporary
+# folder, checks it against SHA256SUMS and sets fetched to the program in
+# it. It writes nothing outside that folder, so a refusal changes nothing.
+fetched=""
+fetch_release() {
+	local base name="" want="" sum file line work pattern
+	work=$(mktemp -d "${TMPDIR:-/tmp}/wabridge-release.XXXXXX")
+	tmpfiles+=("$work")
+	# --from names either the tarball or the place holding it; SHA256SUMS
+	# is always beside the tarball.
+	if is_url "$from"; then
+		case ${from%%[?#]*} in
+		*.tar.gz) base=${from%/*} name=${from##*/} ;;
+		*) base=${from%/} ;;
+		esac
+		say "Downloading $base/SHA256SUMS…"
+		download "$base/SHA256SUMS" "$work/SHA256SUMS" ||
+			die "could not download $base/SHA256SUMS; check the address and the server's internet connection"
+	else
+		if [ -d "$from" ]; then
+			base=$from
+		elif [ -f "$from" ]; then
+			base=$(dirname "$from") name=${from##*/}
+		else
+			die "--from $from: no such file or folder"
+		fi
+		[ -f "$base/SHA256SUMS" ] || die "there is no SHA256SUMS beside $from; download it from the same release and put it there"
+		cp "$base/SHA256SUMS" "$work/SHA256SUMS"
+	fi
+
+	# The names come from SHA256SUMS, so only a release file name is
+	# accepted: nothing that could point elsewhere.
+	pattern="^wabridge_[A-Za-z0-9.+~-]+_linux_${goarch}\\.tar\\.gz\$"
+	if [ -z "$name" ]; then
+		while read -r sum file || [ -n "$sum" ]; do
+			file=${file#\*}
+			if [[ $file =~ $pattern ]]; then name=$file; fi
+		done <"$work/SHA256SUMS"
+		[ -n "$name" ] || die "the release at $base has no wabridge_VERSION_linux_$goarch.tar.gz for this $goarch server"
+	fi
+	if [[ ! $name =~ $pattern ]]; then
+		if [[ $name =~ ^wabridge_.*_linux_[a-z0-9]+\.tar\.gz$ ]]; then
+			die "$name is for another kind of server; this one needs wabridge_VERSION_linux_$goarch.tar.gz"
+		fi
+		die "$name is not a wabridge release (wabridge_VERSION_linux_$goarch.tar.gz)"
+	fi
+	while read -r sum file || [ -n "$sum" ]; do
+		if [ "${file#\*}" = "$name" ]; then want=$sum; fi
+	done <"$work/SHA256SUMS"
+	[ -n "$want" ] || die "SHA256SUMS beside $name has no line for it, so it cannot be checked; use the SHA256SUMS of the same release"
+
+	if is_url "$from"; then
+		say "Downloading $base/$name…"
+		download "$base/$name" "$work/$name" || die "could not download $base/$name; check the address and the server's internet connection"
+	else
+		cp "$base/$name" "$work/$name" 2>/dev/null || die "$base/$name: no such file"
+	fi
+	line=$(sha256sum "$work/$name")
+	if [ "${line%% *}" != "$want" ]; then
+		die "$name does not match its checksum in SHA256SUMS, so nothing was installed or changed; download both files of the same release again"
+	fi
+	say "Checked $name against SHA256SUMS."
+	mkdir "$work/x"
+	tar -xzf "$work/$name" -C "$work/x" --no-same-owner "${name%.tar.gz}/wabridge" 2>/dev/null ||
+		die "$name holds no ${name%.tar.gz}/wabridge program"
+	fetched=$work/x/${name%.tar.gz}/wabridge
 }
 
 # ---------------------------------------------------------------- install
@@ -426,10 +548,19 @@ EOF
 }
 
 write_unit() {
+	# Not a pipe: write_file must run in this shell, so that its temporary
+	# file is on the list the exit trap cleans up.
+	write_file "$UNIT" 0644 < <(unit_text "$BIN_REAL" "Written by install.sh; running it again overwrites this file.")
+}
+
+# unit_text PROGRAM COMMENT prints the service definition for the program
+# at PROGRAM. It is the one definition: install.sh writes it, and the
+# packages carry it (install.sh --print-unit /usr/bin/wabridge).
+unit_text() {
 	# ${WABRIDGE_DOMAIN} (with braces) is expanded by systemd as one
 	# argument from the env file, so a domain change needs no unit change.
-	write_file "$UNIT" 0644 <<EOF
-# Written by install.sh; running it again overwrites this file.
+	cat <<EOF
+# $2
 [Unit]
 Description=wabridge (WhatsApp to Bitrix24 Contact Center bridge)
 Wants=network-online.target
@@ -443,7 +574,7 @@ Type=simple
 User=$SVC_USER
 Group=$SVC_USER
 EnvironmentFile=$ENV_REAL
-ExecStart=$BIN_REAL serve --domain \${WABRIDGE_DOMAIN} --email \${WABRIDGE_EMAIL} --data $DATA_REAL
+ExecStart=$1 serve --domain \${WABRIDGE_DOMAIN} --email \${WABRIDGE_EMAIL} --data $DATA_REAL
 Restart=on-failure
 # Spaced out so that a setup that keeps failing does not run into the
 # certificate authority's rate limits.
@@ -560,7 +691,12 @@ do_install() {
 	local src staged version old_version="" upgrade=0 stored
 	check_root
 	check_machine
-	src=$(find_binary)
+	if [ -n "$from" ]; then
+		fetch_release
+		src=$fetched
+	else
+		src=$(find_binary)
+	fi
 
 	if [ -f "$ENV_FILE" ]; then
 		upgrade=1
@@ -732,4 +868,11 @@ do_uninstall() {
 	fi
 }
 
-if [ "$action" = uninstall ]; then do_uninstall; else do_install; fi
+case $action in
+uninstall) do_uninstall ;;
+print-unit)
+	[[ $unit_bin == /* ]] || usage_error "--print-unit needs the program's absolute path, e.g. /usr/bin/wabridge"
+	unit_text "$unit_bin" "Installed by the wabridge package; install.sh writes the same service as /etc/systemd/system/wabridge.service."
+	;;
+*) do_install ;;
+esac
