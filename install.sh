@@ -23,8 +23,9 @@ readonly UNIT_REAL=/etc/systemd/system/wabridge.service
 readonly HEALTH_WAIT=120
 # Where --from without an address, and a piped install.sh, download the
 # release from: a folder (or download address) holding SHA256SUMS and the
-# wabridge_VERSION_linux_ARCH.tar.gz files it lists.
-readonly RELEASE_URL=https://github.com/wabridge/wabridge/releases/latest/download/
+# wabridge_VERSION_linux_ARCH.tar.gz files it lists. WABRIDGE_RELEASE_URL
+# points it at a mirror.
+readonly RELEASE_URL=${WABRIDGE_RELEASE_URL:-https://github.com/wabridge/wabridge/releases/latest/download/}
 
 usage() {
 	cat <<EOF

@@ -1,10 +1,17 @@
 package e2e_test
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -476,4 +483,263 @@ func noTempFiles(t testing.TB, dirs ...string) {
 			}
 		}
 	}
+}
+
+// releaseArch is this machine's name in the release file names.
+func releaseArch() string { return runtime.GOARCH }
+
+// writeReleaseTarball writes DIR/wabridge_VERSION_linux_ARCH.tar.gz laid
+// out as make release lays it out (one folder holding the program and
+// install.sh) and returns its name.
+func writeReleaseTarball(t testing.TB, dir, version, arch string, program []byte) string {
+	t.Helper()
+	top := "wabridge_" + version + "_linux_" + arch
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, f := range []struct {
+		name string
+		mode int64
+		body []byte
+	}{
+		{top + "/wabridge", 0o755, program},
+		{top + "/install.sh", 0o755, slurp(t, installScript(t))},
+		{top + "/LICENSE", 0o644, []byte("MIT\n")},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(f.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := top + ".tar.gz"
+	if err := os.WriteFile(filepath.Join(dir, name), buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// writeSums writes DIR/SHA256SUMS over the named files, as sha256sum does.
+func writeSums(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	var b strings.Builder
+	for _, n := range names {
+		sum := sha256.Sum256(slurp(t, filepath.Join(dir, n)))
+		fmt.Fprintf(&b, "%s  %s\n", hex.EncodeToString(sum[:]), n)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "SHA256SUMS"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshotTree records every path below root with its mode and content,
+// so that "nothing changed" can be checked byte for byte.
+func snapshotTree(t testing.TB, root string) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		v := st.Mode().String()
+		if st.Mode().IsRegular() {
+			sum := sha256.Sum256(slurp(t, p))
+			v += " " + hex.EncodeToString(sum[:])
+		} else if st.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			v += " -> " + target
+		}
+		snap[strings.TrimPrefix(p, root)] = v
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+func sameTree(t testing.TB, before, after map[string]string, what string) {
+	t.Helper()
+	for p, v := range before {
+		if after[p] != v {
+			t.Errorf("%s changed %s: %q → %q", what, p, v, after[p])
+		}
+	}
+	for p := range after {
+		if _, ok := before[p]; !ok {
+			t.Errorf("%s added %s", what, p)
+		}
+	}
+}
+
+func oneLine(t testing.TB, r result, want, what string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], want) {
+		t.Errorf("%s: stderr %q, want one line containing %q", what, r.stderr, want)
+	}
+}
+
+// TestInstallScriptFrom installs and upgrades from releases served over
+// HTTP by a local release server (and from a folder and a file), each
+// checked against the SHA256SUMS beside it; a tampered or unverifiable
+// release is refused with one line and the installed system stays
+// byte-identical.
+func TestInstallScriptFrom(t *testing.T) {
+	in := newInstaller(t)
+	arch := releaseArch()
+	other := map[string]string{"amd64": "arm64", "arm64": "amd64"}[arch]
+	releases := t.TempDir()
+	srv := httptest.NewServer(http.FileServer(http.Dir(releases)))
+	t.Cleanup(srv.Close)
+
+	orig := slurp(t, binary)
+	second := append(append([]byte{}, orig...), '\n')
+	bin := in.path("usr/local/bin/wabridge")
+	prev := in.path("usr/local/bin/wabridge.previous")
+
+	// v1: a release folder with both architectures; the other one's
+	// program is not runnable here, so picking it would fail.
+	v1 := filepath.Join(releases, "v1")
+	mine := writeReleaseTarball(t, v1, "1.2.3", arch, orig)
+	theirs := writeReleaseTarball(t, v1, "1.2.3", other, []byte("not this machine's program"))
+	writeSums(t, v1, theirs, mine)
+
+	// --- first install from the release's address: the tarball is
+	// found through SHA256SUMS.
+	r := in.install("--domain", testDomain, "--email", testEmail, "--from", srv.URL+"/v1/")
+	mustCode(t, r, 0, "install --from the release address")
+	if !bytes.Equal(slurp(t, bin), orig) {
+		t.Fatal("the installed program is not the one in the release")
+	}
+	if !strings.Contains(r.stdout, "Checked "+mine+" against SHA256SUMS") {
+		t.Errorf("install --from does not say it checked the tarball:\n%s", r.stdout)
+	}
+	checkMode(t, bin, 0o755, false)
+	if !exists(in.path("etc/wabridge/wabridge.env")) || !exists(in.path("etc/systemd/system/wabridge.service")) {
+		t.Fatal("install --from did not write the env file and the unit")
+	}
+
+	// --- upgrade from the tarball's own address.
+	v2 := filepath.Join(releases, "v2")
+	next := writeReleaseTarball(t, v2, "1.2.4", arch, second)
+	writeSums(t, v2, next)
+	r = in.install("--from", srv.URL+"/v2/"+next)
+	mustCode(t, r, 0, "upgrade --from the tarball's address")
+	if !bytes.Equal(slurp(t, bin), second) || !bytes.Equal(slurp(t, prev), orig) {
+		t.Fatal("upgrade --from did not swap in the new program and keep the old one")
+	}
+
+	// --- from a folder and from a file on this machine.
+	r = in.install("--from", v1)
+	mustCode(t, r, 0, "--from a folder")
+	if !bytes.Equal(slurp(t, bin), orig) {
+		t.Error("--from a folder did not install its program")
+	}
+	r = in.install("--from", filepath.Join(v2, next))
+	mustCode(t, r, 0, "--from a file")
+	if !bytes.Equal(slurp(t, bin), second) {
+		t.Error("--from a file did not install its program")
+	}
+
+	// --- piped into bash, as curl | sudo bash -s -- …: no program beside
+	// the script, so it takes the release address (here a mirror).
+	r = runPiped(t, []string{"WABRIDGE_RELEASE_URL=" + srv.URL + "/v1/"}, "--root", in.root, "--no-systemd")
+	mustCode(t, r, 0, "piped install.sh")
+	if !bytes.Equal(slurp(t, bin), orig) {
+		t.Error("piped install.sh did not install the release's program")
+	}
+
+	// --- refusals: each changes nothing at all.
+	evil := append(append([]byte{}, orig...), []byte("#tampered")...)
+	tampered := filepath.Join(releases, "tampered")
+	name := writeReleaseTarball(t, tampered, "1.2.5", arch, second)
+	writeSums(t, tampered, name)
+	writeReleaseTarball(t, tampered, "1.2.5", arch, evil) // replaced after SHA256SUMS was written
+
+	noSums := filepath.Join(releases, "nosums")
+	writeReleaseTarball(t, noSums, "1.2.5", arch, second)
+
+	unlisted := filepath.Join(releases, "unlisted")
+	listed := writeReleaseTarball(t, unlisted, "1.2.5", other, []byte("x"))
+	writeSums(t, unlisted, listed)
+	unlistedName := writeReleaseTarball(t, unlisted, "1.2.5", arch, second)
+
+	escape := filepath.Join(releases, "escape")
+	if err := os.MkdirAll(escape, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(orig)
+	if err := os.WriteFile(filepath.Join(escape, "SHA256SUMS"), []byte(hex.EncodeToString(sum[:])+"  ../v1/"+mine+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"tampered tarball over HTTP", []string{"--from", srv.URL + "/tampered/"}, 1, "does not match its checksum"},
+		{"tampered tarball by address", []string{"--from", srv.URL + "/tampered/" + name}, 1, "does not match its checksum"},
+		{"tampered tarball on disk", []string{"--from", filepath.Join(tampered, name)}, 1, "does not match its checksum"},
+		{"no SHA256SUMS on the server", []string{"--from", srv.URL + "/nosums/" + name}, 1, "SHA256SUMS"},
+		{"no SHA256SUMS on disk", []string{"--from", filepath.Join(noSums, name)}, 1, "SHA256SUMS"},
+		{"tarball not in SHA256SUMS", []string{"--from", srv.URL + "/unlisted/" + unlistedName}, 1, "no line for it"},
+		{"release without this architecture", []string{"--from", srv.URL + "/unlisted/"}, 1, "linux_" + arch},
+		{"another architecture's tarball", []string{"--from", srv.URL + "/v1/" + theirs}, 1, "another kind of server"},
+		{"a name pointing elsewhere", []string{"--from", srv.URL + "/escape/"}, 1, "linux_" + arch},
+		{"no such address", []string{"--from", srv.URL + "/missing/"}, 1, "could not download"},
+		{"no such file", []string{"--from", filepath.Join(releases, "missing.tar.gz")}, 1, "no such file"},
+		{"--from with --binary", []string{"--from", v1, "--binary", binary}, 2, "either --binary or --from"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := snapshotTree(t, in.root)
+			r := in.install(c.args...)
+			mustCode(t, r, c.code, c.name)
+			oneLine(t, r, c.want, c.name)
+			sameTree(t, before, snapshotTree(t, in.root), c.name)
+		})
+	}
+	if !bytes.Equal(slurp(t, bin), orig) {
+		t.Error("a refused release replaced the program")
+	}
+}
+
+// runPiped feeds install.sh to bash on standard input, as curl … | bash
+// does, so the script has no folder of its own.
+func runPiped(t testing.TB, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", append([]string{"-s", "--"}, args...)...)
+	cmd.Dir = t.TempDir()
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "LANG=C.UTF-8"}, env...)
+	cmd.Stdin = bytes.NewReader(slurp(t, installScript(t)))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("bash -s install.sh: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
 }
