@@ -17,7 +17,7 @@ STATICCHECK_VERSION := v0.8.2
 BIN       := bin/wabridge
 export CGO_ENABLED := 1
 
-.PHONY: help build run test bench soak lint generate check-generated check-static assets deps fuzz clean
+.PHONY: help build run test bench soak lint generate check-generated check-static assets deps fuzz clean release
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -73,5 +73,9 @@ assets: ## vendor htmx and its SSE extension from npm at pinned versions
 	bash assets/vendor.sh
 	bash assets/vendor.sh --check
 
+DIST ?= dist
+release: ## DIST (dist/): linux amd64+arm64 tarballs and .debs, install.sh, SHA256SUMS (VERSION=vX.Y.Z)
+	scripts/release.sh '$(VERSION)' '$(DIST)'
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist
