@@ -361,7 +361,8 @@ is_url() {
 # download URL FILE fetches one file of a release.
 download() {
 	command -v curl >/dev/null 2>&1 || die "curl is needed to download the release; install it (apt-get install curl) and run this again"
-	curl -fsSL --retry 2 --connect-timeout 20 -o "$2" "$1" 2>/dev/null
+	# Not from standard input: piped into bash, that is the script itself.
+	curl -fsSL --retry 2 --connect-timeout 20 -o "$2" "$1" </dev/null 2>/dev/null
 }
 
 # fetch_release takes the release named by --from into a private temporary

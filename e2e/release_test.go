@@ -460,3 +460,26 @@ func debLifecycle(t *testing.T, deb string, program []byte) {
 		t.Errorf("the package does not say the master key is missing:\n%s", out)
 	}
 }
+
+// TestReleaseScriptsShellcheck keeps the release script and the package's
+// maintainer scripts (POSIX sh: dpkg runs them with /bin/sh) free of
+// shellcheck findings.
+func TestReleaseScriptsShellcheck(t *testing.T) {
+	sc, err := exec.LookPath("shellcheck")
+	if err != nil {
+		t.Fatal("shellcheck is not installed: run 'make deps' (or apt-get install shellcheck)")
+	}
+	root := repoRoot(t)
+	maintainer, _ := filepath.Glob(filepath.Join(root, "packaging", "*.sh"))
+	if len(maintainer) != 3 {
+		t.Fatalf("packaging/*.sh: %v, want the three maintainer scripts", maintainer)
+	}
+	for _, c := range [][]string{
+		{filepath.Join(root, "scripts", "release.sh"), filepath.Join(root, "scripts", "ensure-deps.sh")},
+		append([]string{"-s", "sh"}, maintainer...),
+	} {
+		if out, err := exec.Command(sc, c...).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("shellcheck %v: %v\n%s", c, err, out)
+		}
+	}
+}
