@@ -117,11 +117,22 @@ func TestRelease(t *testing.T) {
 		}
 	})
 
+	// The programs as a user unpacks them from the tarballs; the other
+	// checks compare against these.
 	programs := map[string][]byte{}
+	contents := map[string]map[string]tarFile{}
+	for arch, name := range tarballs {
+		contents[arch] = readTarball(t, filepath.Join(dist, name))
+		programs[arch] = contents[arch][strings.TrimSuffix(name, ".tar.gz")+"/wabridge"].body
+		if len(programs[arch]) == 0 {
+			t.Fatalf("%s holds no program", name)
+		}
+	}
+
 	for _, arch := range []string{"amd64", "arm64"} {
 		t.Run("tarball "+arch, func(t *testing.T) {
 			top := strings.TrimSuffix(tarballs[arch], ".tar.gz") + "/"
-			files := readTarball(t, filepath.Join(dist, tarballs[arch]))
+			files := contents[arch]
 			for name, f := range files {
 				if !strings.HasPrefix(name, top) {
 					t.Errorf("%s: %s is outside %s", tarballs[arch], name, top)
@@ -163,7 +174,6 @@ func TestRelease(t *testing.T) {
 			if !bytes.Contains(files[top+"LICENSE"].body, []byte("MIT License")) {
 				t.Error("the licence is not the MIT licence")
 			}
-			programs[arch] = files[top+"wabridge"].body
 		})
 	}
 
