@@ -90,7 +90,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, b Build) 
 	// "wabridge help config set" is "wabridge config set --help".
 	help := false
 	if args[0] == "help" || isHelpFlag(args[0]) {
-		if len(args) == 1 {
+		// Flags after it (help --data DIR) ask for nothing more.
+		if len(args) == 1 || strings.HasPrefix(args[1], "-") {
 			printUsage(stdout)
 			return exitOK
 		}

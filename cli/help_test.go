@@ -58,6 +58,7 @@ func TestVersionFlagAndGroupHelp(t *testing.T) {
 		{[]string{"--version"}, 0, []string{"wabridge v1.2.3 (commit abc, built 2026-01-02T03:04:05Z)\n"}},
 		{[]string{"version"}, 0, []string{"wabridge v1.2.3 (commit abc, built 2026-01-02T03:04:05Z)\n"}},
 		{[]string{"--help"}, 0, []string{"Usage: wabridge COMMAND", "config set", "COMMAND --help"}},
+		{[]string{"help", "--data", "/nonexistent"}, 0, []string{"Usage: wabridge COMMAND", "config set"}},
 		{[]string{"config", "--help"}, 0, []string{"Usage: wabridge config SUBCOMMAND", "config set", "config get", "config list"}},
 		{[]string{"help", "bitrix"}, 0, []string{"bitrix register-connector", "bitrix activate-connector"}},
 		{[]string{"config"}, 2, nil},
